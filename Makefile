@@ -1,0 +1,52 @@
+# Suanli: `make run` to start everything, `make test` for the full suite. Needs Python 3.11+, make, Node/npm.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DJANGO_SETTINGS_MODULE := config.settings
+# Commands that only import settings (lint, type check, deploy check) need no live database.
+OFFLINE_DB := postgres://suanli@localhost:5432/suanli
+PROD_ENV := DJANGO_DEBUG=0 SECRET_KEY=check-deploy-$$(date +%s)-a-long-random-secret-key-for-the-deploy-check ALLOWED_HOSTS=suanli.example.com DATABASE_URL=$(OFFLINE_DB) CELERY_BROKER_URL=redis://localhost:6379/0
+
+.PHONY: run test check lint typecheck migrations-check deploy-check setup messages bench stop-db clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+messages: $(BIN)/.installed
+	$(BIN)/pybabel compile --statistics -d locale -D django
+
+setup: $(BIN)/.installed node_modules/.installed messages
+
+run: setup
+	$(BIN)/python -m devtools.run
+
+test: setup
+	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	SUANLI_TESTING=1 DATABASE_URL=$(OFFLINE_DB) $(BIN)/mypy core accounts marketplace metering vouchers green billing config
+
+migrations-check: setup
+	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/python manage.py makemigrations --check --dry-run
+
+deploy-check: setup
+	$(PROD_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING
+
+check: lint typecheck migrations-check deploy-check test
+
+stop-db: $(BIN)/.installed
+	$(BIN)/python -m devtools.pg stop
+
+clean: stop-db
+	rm -rf $(VENV) node_modules .data staticfiles test-output

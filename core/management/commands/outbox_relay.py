@@ -1,0 +1,20 @@
+import time
+
+from django.core.management.base import BaseCommand
+
+from core.outbox import outbox_relay
+
+
+class Command(BaseCommand):
+    help = "Publish pending outbox messages to the Celery broker (once, or every --interval seconds)."
+
+    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+        parser.add_argument("--interval", type=float, default=0, help="repeat every N seconds (0: run once)")
+
+    def handle(self, *args, interval: float, **options):  # type: ignore[no-untyped-def]
+        while True:
+            count = outbox_relay()
+            self.stdout.write(f"published {count}")
+            if not interval:
+                return
+            time.sleep(interval)

@@ -1,0 +1,73 @@
+"""Transactional outbox: enqueue Celery work in the same transaction as the business change.
+
+``outbox_enqueue`` writes a row; after commit it tries to publish at once. ``outbox_relay`` (run by Celery
+beat every few seconds, or ``manage.py outbox_relay``) publishes whatever is still pending, so a broker that
+was down or frozen loses nothing. Publishing is at least once: tasks must be idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from core.models import OutboxMessage
+from core.timeutils import utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def outbox_enqueue(
+    task_name: str, *, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None
+) -> OutboxMessage:
+    """Record a task to run once the surrounding transaction commits. Arguments must be JSON."""
+    message = OutboxMessage.objects.create(task_name=task_name, args=args or [], kwargs=kwargs or {})
+    transaction.on_commit(lambda: outbox_relay(message_ids=[message.pk]))
+    return message
+
+
+def _publish(message: OutboxMessage) -> None:
+    from config.celery import app
+
+    app.send_task(
+        message.task_name,
+        args=message.args,
+        kwargs=message.kwargs,
+        task_id=str(message.public_id),
+        retry=True,
+        retry_policy=settings.OUTBOX_PUBLISH_RETRY_POLICY,
+    )
+
+
+def outbox_relay(*, message_ids: list[int] | None = None, batch_size: int = 500) -> int:
+    """Publish pending messages (all, or the given ones). Returns how many were published.
+
+    Rows are claimed with FOR UPDATE SKIP LOCKED, so several relays never publish the same row at once.
+    A publish failure keeps the row pending with the error; the next relay retries it.
+    """
+    published = 0
+    while True:
+        with transaction.atomic():
+            pending = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at__isnull=True)
+            if message_ids is not None:
+                pending = pending.filter(pk__in=message_ids)
+            batch = list(pending.order_by("id")[:batch_size])
+            if not batch:
+                return published
+            for message in batch:
+                message.attempts += 1
+                try:
+                    _publish(message)
+                except Exception as exc:  # the broker is down: keep the row, try again later
+                    message.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                    message.save(update_fields=["attempts", "last_error"])
+                    logger.warning("outbox: could not publish %s: %s", message.task_name, message.last_error)
+                    return published
+                message.published_at = utcnow()
+                message.last_error = ""
+                message.save(update_fields=["attempts", "published_at", "last_error"])
+                published += 1
+        if message_ids is not None or len(batch) < batch_size:
+            return published

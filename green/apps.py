@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class GreenConfig(AppConfig):
+    name = "green"
+    verbose_name = "Green"

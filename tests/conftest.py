@@ -1,0 +1,67 @@
+"""Shared fixtures. Every test runs on PostgreSQL (the embedded server unless DATABASE_URL is set)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+from rest_framework.test import APIClient
+
+from accounts.models import Membership, Organization, OrganizationAPIKey, Role, User
+
+_counter = itertools.count(1)
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture
+def make_user(db) -> Callable[..., User]:
+    def factory(email: str | None = None, **fields: object) -> User:
+        email = email or f"user{next(_counter)}@example.com"
+        return User.objects.create_user(email=email, password=PASSWORD, **fields)
+
+    return factory
+
+
+@pytest.fixture
+def make_org(db, make_user) -> Callable[..., Organization]:
+    """An organisation of a kind with an owner (``org.owner``)."""
+
+    def factory(kind: str = "buyer", name: str | None = None, role: str = Role.OWNER, **fields: object) -> Organization:
+        organization = Organization.objects.create(name=name or f"{kind} org {next(_counter)}", kind=kind, **fields)
+        owner = make_user()
+        Membership.objects.create(user=owner, organization=organization, role=role)
+        organization.owner = owner  # type: ignore[attr-defined]
+        return organization
+
+    return factory
+
+
+@pytest.fixture
+def client_for() -> Callable[[User], Client]:
+    def factory(user: User) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return factory
+
+
+@pytest.fixture
+def api_client_for(db) -> Callable[..., APIClient]:
+    """An API client authenticated with a new key of the organisation, with the given scopes."""
+
+    def factory(organization: Organization, scopes: list[str] | None = None) -> APIClient:
+        from accounts.models import ApiScope
+
+        _key, raw = OrganizationAPIKey.objects.create_key(
+            name="test",
+            organization=organization,
+            scopes=scopes if scopes is not None else list(ApiScope.values),
+        )
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
+        return client
+
+    return factory
