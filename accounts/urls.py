@@ -3,52 +3,38 @@ from django.urls import path, reverse_lazy
 
 from accounts import views
 from accounts.forms import EmailLoginForm
+from core.tenancy import public
 
 app_name = "accounts"
 
+login_view = auth_views.LoginView.as_view(
+    template_name="accounts/login.html", authentication_form=EmailLoginForm, redirect_authenticated_user=True
+)
+password_reset_view = auth_views.PasswordResetView.as_view(
+    template_name="accounts/password_reset.html",
+    email_template_name="accounts/email/password_reset.txt",
+    subject_template_name="accounts/email/password_reset_subject.txt",
+    success_url=reverse_lazy("accounts:password-reset-done"),
+)
+password_reset_done_view = auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_done.html")
+password_reset_confirm_view = auth_views.PasswordResetConfirmView.as_view(
+    template_name="accounts/password_reset_confirm.html", success_url=reverse_lazy("accounts:password-reset-complete")
+)
+password_reset_complete_view = auth_views.PasswordResetCompleteView.as_view(
+    template_name="accounts/password_reset_complete.html"
+)
+
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", public(views.home), name="home"),
     path("dashboard/", views.dashboard, name="dashboard"),
-    path("accounts/signup/", views.signup, name="signup"),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(
-            template_name="accounts/login.html",
-            authentication_form=EmailLoginForm,
-            redirect_authenticated_user=True,
-        ),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path(
-        "accounts/password-reset/",
-        auth_views.PasswordResetView.as_view(
-            template_name="accounts/password_reset.html",
-            email_template_name="accounts/email/password_reset.txt",
-            subject_template_name="accounts/email/password_reset_subject.txt",
-            success_url=reverse_lazy("accounts:password-reset-done"),
-        ),
-        name="password-reset",
-    ),
-    path(
-        "accounts/password-reset/sent/",
-        auth_views.PasswordResetDoneView.as_view(template_name="accounts/password_reset_done.html"),
-        name="password-reset-done",
-    ),
-    path(
-        "accounts/reset/<uidb64>/<token>/",
-        auth_views.PasswordResetConfirmView.as_view(
-            template_name="accounts/password_reset_confirm.html",
-            success_url=reverse_lazy("accounts:password-reset-complete"),
-        ),
-        name="password-reset-confirm",
-    ),
-    path(
-        "accounts/reset/done/",
-        auth_views.PasswordResetCompleteView.as_view(template_name="accounts/password_reset_complete.html"),
-        name="password-reset-complete",
-    ),
-    path("invitations/<str:token>/", views.invitation_accept, name="invitation-accept"),
+    path("accounts/signup/", public(views.signup), name="signup"),
+    path("accounts/login/", public(login_view), name="login"),
+    path("accounts/logout/", public(auth_views.LogoutView.as_view()), name="logout"),
+    path("accounts/password-reset/", public(password_reset_view), name="password-reset"),
+    path("accounts/password-reset/sent/", public(password_reset_done_view), name="password-reset-done"),
+    path("accounts/reset/<uidb64>/<token>/", public(password_reset_confirm_view), name="password-reset-confirm"),
+    path("accounts/reset/done/", public(password_reset_complete_view), name="password-reset-complete"),
+    path("invitations/<str:token>/", public(views.invitation_accept), name="invitation-accept"),
     path("org/switch/", views.organization_switch, name="organization-switch"),
     path("settings/organization/", views.organization_settings, name="organization-settings"),
     path("settings/members/", views.members, name="members"),

@@ -1,9 +1,11 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.i18n import set_language
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import views as core_views
+from core.tenancy import public
 
 api_v1 = [
     path("", include("accounts.apis")),
@@ -11,14 +13,14 @@ api_v1 = [
 
 urlpatterns = [
     path("", include("accounts.urls")),
-    path("i18n/", include("django.conf.urls.i18n")),
-    path("healthz", core_views.healthz, name="healthz"),
+    path("i18n/setlang/", public(set_language), name="set_language"),
+    path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
-    path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="api-schema"),
+    path("api/schema/", public(SpectacularAPIView.as_view(permission_classes=[])), name="api-schema"),
     path(
         "api/docs/",
-        SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[]),
+        public(SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[])),
         name="api-docs",
     ),
 ]

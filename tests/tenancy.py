@@ -1,0 +1,48 @@
+"""Tenant-owned objects for the tenancy matrix: one factory per URL keyword argument.
+
+A factory creates an object owned by a new organisation and returns ``(owner organisation, URL value)``.
+When a feature adds a URL with a new keyword (``<uuid:lease_id>``), it adds a factory here; the matrix fails
+with a clear message until it does, so no tenant-scoped URL goes untested.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import timedelta
+
+from accounts.models import Invitation, Membership, Organization, OrganizationAPIKey, Role
+from core.timeutils import utcnow
+
+MakeOrg = Callable[..., Organization]
+Factory = Callable[[MakeOrg], tuple[Organization, str]]
+
+
+def _membership(make_org: MakeOrg) -> tuple[Organization, str]:
+    organization = make_org("buyer")
+    extra = make_org("buyer").owner  # a second person, member of the first organisation too
+    membership = Membership.objects.create(user=extra, organization=organization, role=Role.MEMBER)
+    return organization, str(membership.public_id)
+
+
+def _invitation(make_org: MakeOrg) -> tuple[Organization, str]:
+    organization = make_org("buyer")
+    invitation = Invitation.objects.create(
+        organization=organization, email=f"{secrets.token_hex(4)}@example.com", role=Role.MEMBER,
+        token_hash=secrets.token_hex(32), invited_by=organization.owner,  # type: ignore[attr-defined]
+        expires_at=utcnow() + timedelta(days=7),
+    )
+    return organization, str(invitation.public_id)
+
+
+def _api_key(make_org: MakeOrg) -> tuple[Organization, str]:
+    organization = make_org("provider")
+    api_key, _raw = OrganizationAPIKey.objects.create_key(name="matrix", organization=organization, scopes=[])
+    return organization, str(api_key.public_id)
+
+
+OBJECT_FACTORIES: dict[str, Factory] = {
+    "membership_id": _membership,
+    "invitation_id": _invitation,
+    "api_key_id": _api_key,
+}
