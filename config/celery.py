@@ -1,6 +1,7 @@
 """The Celery application. Tasks are autodiscovered from each app's tasks.py."""
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -9,3 +10,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("suanli")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_configure.connect
+def _create_filesystem_broker_folders(sender: Celery, **_kwargs: object) -> None:
+    """kombu's filesystem transport (the embedded default) needs its folders to exist before any publish."""
+    if str(sender.conf.broker_url).startswith("filesystem"):
+        for key in ("data_folder_in", "data_folder_out", "control_folder"):
+            folder = (sender.conf.broker_transport_options or {}).get(key)
+            if folder:
+                Path(folder).mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ Ctrl-C stops every process this started (PostgreSQL keeps running for the next `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,27 +58,31 @@ def main() -> int:
     def stop(*_args: object) -> None:
         for process in processes.values():
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                process.terminate()  # the leader only: Celery's worker then shuts its pool down warmly
         deadline = time.monotonic() + 10
         for process in processes.values():
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # anything the leader left behind
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(0)))
-    try:
-        while True:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with {process.returncode}; stopping everything", file=sys.stderr)
-                    stop()
-                    return 1
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nstopping web, worker and beat ...")
+    def on_signal(signum: int, _frame: object) -> None:
+        print(f"\n{signal.Signals(signum).name}: stopping web, worker and beat ...", flush=True)
         stop()
-    return 0
+        sys.exit(0)
+
+    # Installed explicitly: a shell that starts us in the background may have set SIGINT to "ignore".
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    while True:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                print(f"{name} exited with {process.returncode}; stopping everything", file=sys.stderr)
+                stop()
+                return 1
+        time.sleep(1)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ def _membership(make_org: MakeOrg) -> tuple[Organization, str]:
 def _invitation(make_org: MakeOrg) -> tuple[Organization, str]:
     organization = make_org("buyer")
     invitation = Invitation.objects.create(
-        organization=organization, email=f"{secrets.token_hex(4)}@example.com", role=Role.MEMBER,
-        token_hash=secrets.token_hex(32), invited_by=organization.owner,  # type: ignore[attr-defined]
+        organization=organization,
+        email=f"{secrets.token_hex(4)}@example.com",
+        role=Role.MEMBER,
+        token_hash=secrets.token_hex(32),
+        invited_by=organization.owner,  # type: ignore[attr-defined]
         expires_at=utcnow() + timedelta(days=7),
     )
     return organization, str(invitation.public_id)

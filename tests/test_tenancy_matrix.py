@@ -62,9 +62,7 @@ def _walk(patterns: list[Any], prefix: str = "", namespace: str = "") -> list[Ro
             pattern = prefix + str(entry.pattern)
             if "(?P" in pattern or pattern.startswith("^"):
                 continue  # regex routes: static/media in DEBUG only
-            kwargs = tuple(
-                part.split(">")[0].split(":")[-1] for part in pattern.split("<")[1:]
-            )
+            kwargs = tuple(part.split(">")[0].split(":")[-1] for part in pattern.split("<")[1:])
             name = f"{namespace}:{entry.name}" if namespace else (entry.name or pattern)
             routes.append(Route(name, pattern, kwargs, entry.callback, pattern.startswith("api/")))
     return routes
@@ -169,9 +167,7 @@ def test_admin_is_staff_only(client, client_for, make_org):
     from django.contrib import admin
 
     member = make_org("platform").owner  # a platform organisation's member who is not staff
-    urls = ["/admin/"] + [
-        f"/admin/{model._meta.app_label}/{model._meta.model_name}/" for model in admin.site._registry
-    ]
+    urls = ["/admin/"] + [f"/admin/{model._meta.app_label}/{model._meta.model_name}/" for model in admin.site._registry]
     for url in urls:
         for who, c in (("anonymous", client), ("non-staff", client_for(member))):
             response = c.get(url)
