@@ -50,3 +50,7 @@ stop-db: $(BIN)/.installed
 
 clean: stop-db
 	rm -rf $(VENV) node_modules .data staticfiles test-output
+
+# Benchmarks: `make bench` (all), `make bench NAME=matching`, `QUICK=1 make bench` for reduced sizes.
+bench: setup
+	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/python -m bench $(NAME)

@@ -1,0 +1,16 @@
+"""Benchmarks: `make bench` runs them all, `make bench NAME=matching` one; `QUICK=1` runs reduced sizes.
+
+Each prints lines `BENCH <name> <figure>=<value> baseline=<target> ratio=<value/target>` where the baseline is
+the first bar named in the issue (DESIGN.md §6). The machine has 2 cores: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import os
+
+QUICK = os.environ.get("QUICK", "") not in ("", "0")
+
+
+def report(name: str, figure: str, value: float, baseline: float, higher_is_better: bool = True) -> None:
+    ratio = value / baseline if higher_is_better else baseline / value if value else float("inf")
+    print(f"BENCH {name} {figure}={value:.4g} baseline={baseline:g} ratio={ratio:.2f}", flush=True)
