@@ -77,7 +77,7 @@ def _offer(rng, pools, index, arrival, crossing: bool) -> Offer:
 
 
 def _bid(rng, index, arrival, crossing: bool) -> Bid:
-    model, _vendor, domestic, scu, bwu, _price_ = rng.choice(MODELS)
+    model, _vendor, domestic, scu, bwu, _typical = rng.choice(MODELS)
     unit = rng.choice([PriceUnit.ACCELERATOR_HOUR, PriceUnit.ACCELERATOR_HOUR, PriceUnit.SCU_HOUR, PriceUnit.BWU_HOUR])
     per_acc = _price(rng, model, 0.1) * (1.2 if crossing else 0.5)
     limit = per_acc if unit is PriceUnit.ACCELERATOR_HOUR else per_acc / (scu if unit is PriceUnit.SCU_HOUR else bwu)

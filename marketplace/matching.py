@@ -126,7 +126,7 @@ class Offer:
         """The first s in [lo, hi - hours] with `need` accelerators free over [s, s + hours)."""
         lo = max(lo, self.start_hour)
         hi = min(hi, self.end_hour)
-        candidates = [lo] + sorted({e for _s, e, _n in self.allocations if lo < e})
+        candidates = [lo, *sorted({e for _s, e, _n in self.allocations if lo < e})]
         for start in candidates:
             if start + hours > hi:
                 return None

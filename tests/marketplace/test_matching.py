@@ -41,7 +41,7 @@ def pool(pool_id="p1", model="H100 SXM5", scu=0.9, bwu=3.35, **overrides) -> Poo
 
 
 def yuan(value) -> int:
-    return int(round(value * MICRO))
+    return round(value * MICRO)
 
 
 def offer(offer_id="o1", accelerators=8, start=0, end=24, ask=10.0, **pool_overrides) -> Offer:
@@ -249,7 +249,8 @@ def test_never_oversells_never_trades_through_a_limit(batch):
     for t in trades:
         o, b = offers[t.offer_id], bids[t.bid_id]
         assert o.start_hour <= t.start_hour < t.end_hour <= o.end_hour
-        assert b.earliest_start_hour <= t.start_hour and t.end_hour <= b.latest_end_hour
+        assert b.earliest_start_hour <= t.start_hour
+        assert t.end_hour <= b.latest_end_hour
         assert t.end_hour - t.start_hour == b.hours
         # Never below the ask, never above the limit in the bid's own unit (exact integers).
         assert t.price_micro >= o.ask_micro
