@@ -30,7 +30,7 @@ MAX_KEY_LENGTH = 255
 
 def request_fingerprint(request: Request) -> str:
     digest = hashlib.sha256()
-    digest.update(request.method.encode() + b"\n" + request.path.encode() + b"\n")
+    digest.update(f"{request.method}\n{request.path}\n".encode())
     # Read before the view parses request.data, so Django keeps the raw body for both.
     digest.update(request.body)
     return digest.hexdigest()

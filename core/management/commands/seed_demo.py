@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 # Each app that adds to the demo exposes demo.seed(); they run in dependency order.
 DEMO_MODULES = ["accounts.demo"]
@@ -13,11 +13,11 @@ DEMO_MODULES = ["accounts.demo"]
 class Command(BaseCommand):
     help = "Create the demo organisations, users and data (safe to run again), or print the demo logins."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--print-logins", action="store_true", help="only print the logins")
         parser.add_argument("--url", default="http://127.0.0.1:8000/")
 
-    def handle(self, *args, print_logins: bool, url: str, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: object, print_logins: bool, url: str, **options: object) -> None:
         from accounts.demo import DEMO_ORGS, DEMO_PASSWORD
 
         if not print_logins:
