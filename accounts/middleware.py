@@ -7,6 +7,7 @@ is a member of, so views never see an organisation the user does not belong to.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -33,8 +34,11 @@ class CurrentOrganizationMiddleware:
             if membership is not None:
                 request.membership = membership  # type: ignore[attr-defined]
                 request.organization = membership.organization  # type: ignore[attr-defined]
-        try:
-            timezone.activate(ZoneInfo(zone_name))
-        except ZoneInfoNotFoundError:
-            timezone.activate(ZoneInfo(settings.PORTAL_TIME_ZONE))
+        if request.path.startswith("/api/"):
+            timezone.activate(UTC)  # the API speaks UTC (RFC 3339 with Z); only people get local time
+        else:
+            try:
+                timezone.activate(ZoneInfo(zone_name))
+            except ZoneInfoNotFoundError:
+                timezone.activate(ZoneInfo(settings.PORTAL_TIME_ZONE))
         return self.get_response(request)

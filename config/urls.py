@@ -9,10 +9,12 @@ from core.tenancy import public
 
 api_v1 = [
     path("", include("accounts.apis")),
+    path("", include("metering.apis")),
 ]
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("", include("metering.urls")),
     path("i18n/setlang/", public(set_language), name="set_language"),
     path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),

@@ -44,8 +44,21 @@ def _api_key(make_org: MakeOrg) -> tuple[Organization, str]:
     return organization, str(api_key.public_id)
 
 
+def _signing_key(make_org: MakeOrg) -> tuple[Organization, str]:
+    from metering import signing
+    from metering.models import SigningKey
+
+    organization = make_org("provider")
+    raw = signing.public_raw_of(signing.load_private_key(signing.generate_private_key_pem()))
+    key = SigningKey.objects.create(
+        organization=organization, name="matrix", public_key=raw, fingerprint=signing.fingerprint(raw)
+    )
+    return organization, str(key.public_id)
+
+
 OBJECT_FACTORIES: dict[str, Factory] = {
     "membership_id": _membership,
     "invitation_id": _invitation,
     "api_key_id": _api_key,
+    "signing_key_id": _signing_key,
 }

@@ -171,4 +171,5 @@ def test_admin_is_staff_only(client, client_for, make_org):
     for url in urls:
         for who, c in (("anonymous", client), ("non-staff", client_for(member))):
             response = c.get(url)
-            assert response.status_code == 302 and "/admin/login/" in response["Location"], f"{who} {url}"
+            assert response.status_code == 302, f"{who} {url}"
+            assert "/admin/login/" in response["Location"], f"{who} {url}"

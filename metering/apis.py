@@ -1,0 +1,91 @@
+"""Metering API: signing keys (the usage-ingest endpoints build on them)."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.urls import path
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiScope, OrganizationKind
+from core.idempotency import idempotent
+from metering import selectors, services, signing
+from metering.models import SigningKey
+
+
+class SigningKeyOutput(serializers.Serializer):
+    id = serializers.UUIDField(source="public_id")
+    name = serializers.CharField()
+    fingerprint = serializers.CharField()
+    public_key = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+    def get_public_key(self, key: SigningKey) -> str:
+        return signing.public_key_text(bytes(key.public_key))
+
+
+class SigningKeyInput(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    public_key = serializers.CharField(help_text="Ed25519 public key: PEM, or base64 of the 32 raw bytes")
+
+
+def _actor_label(request: Request) -> str:
+    return f"api-key:{request.auth.prefix}"  # type: ignore[union-attr]
+
+
+class SigningKeysApi(APIView):
+    """The provider's Ed25519 signing keys: list them, or register one (`suanli-agent register`)."""
+
+    required_scopes = [ApiScope.METERING_WRITE]
+    organization_kinds = [OrganizationKind.PROVIDER]
+
+    @extend_schema(responses=SigningKeyOutput(many=True), operation_id="metering_signing_keys_list")
+    def get(self, request: Request) -> Response:
+        keys = selectors.signing_key_list(request.organization)  # type: ignore[attr-defined]
+        return Response(SigningKeyOutput(keys, many=True).data)
+
+    @extend_schema(
+        request=SigningKeyInput, responses={201: SigningKeyOutput}, operation_id="metering_signing_keys_create"
+    )
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            data = SigningKeyInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            key = services.signing_key_register(
+                organization=request.organization,  # type: ignore[attr-defined]
+                actor_label=_actor_label(request),
+                **data.validated_data,
+            )
+            return Response(SigningKeyOutput(key).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class SigningKeyApi(APIView):
+    """One signing key; DELETE revokes it (signatures it made stay verifiable)."""
+
+    required_scopes = [ApiScope.METERING_WRITE]
+    organization_kinds = [OrganizationKind.PROVIDER]
+
+    @extend_schema(responses=SigningKeyOutput, operation_id="metering_signing_keys_get")
+    def get(self, request: Request, signing_key_id: UUID) -> Response:
+        key = selectors.signing_key_get(request.organization, signing_key_id)  # type: ignore[attr-defined]
+        return Response(SigningKeyOutput(key).data)
+
+    @extend_schema(responses={204: None}, operation_id="metering_signing_keys_revoke")
+    def delete(self, request: Request, signing_key_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        key = selectors.signing_key_get(organization, signing_key_id)
+        services.signing_key_revoke(organization=organization, key=key, actor_label=_actor_label(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+urlpatterns = [
+    path("metering/signing-keys", SigningKeysApi.as_view(), name="metering-signing-keys"),
+    path("metering/signing-keys/<uuid:signing_key_id>", SigningKeyApi.as_view(), name="metering-signing-key"),
+]

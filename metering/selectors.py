@@ -1,0 +1,68 @@
+"""Reads of the metering app; every read takes the organisation."""
+
+from __future__ import annotations
+
+import time
+from uuid import UUID
+
+from django.db.models import QuerySet
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Organization
+from core.errors import ApplicationError
+from metering import signing
+from metering.models import SigningKey
+
+
+def signing_key_list(organization: Organization) -> QuerySet[SigningKey]:
+    return SigningKey.objects.filter(organization=organization)
+
+
+def signing_key_get(organization: Organization, public_id: UUID) -> SigningKey:
+    return get_object_or_404(signing_key_list(organization), public_id=public_id)
+
+
+def signing_key_for_request(
+    organization: Organization,
+    *,
+    timestamp: str | None,
+    signature: str | None,
+    method: str,
+    path: str,
+    body: bytes,
+    now: float | None = None,
+) -> SigningKey:
+    """The organisation's active key that signed this request; 401 errors say what is wrong."""
+    if not timestamp or not signature:
+        raise ApplicationError(
+            "signature_missing",
+            _("Sign the request: headers X-Suanli-Timestamp and X-Suanli-Signature."),
+            status_code=401,
+        )
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        raise ApplicationError(
+            "timestamp_invalid",
+            _("X-Suanli-Timestamp must be unix seconds."),
+            field=signing.TIMESTAMP_HEADER,
+            status_code=401,
+        ) from None
+    if not signing.timestamp_fresh(stamp, time.time() if now is None else now):
+        raise ApplicationError(
+            "timestamp_skew",
+            _("X-Suanli-Timestamp is more than 300 seconds from the server's clock: check the agent's clock."),
+            field=signing.TIMESTAMP_HEADER,
+            status_code=401,
+        )
+    message = signing.canonical_message(stamp, method, path, body)
+    for key in signing_key_list(organization).filter(revoked_at__isnull=True):
+        if signing.verify(bytes(key.public_key), message, signature):
+            return key
+    raise ApplicationError(
+        "signature_invalid",
+        _("The signature does not match the body with any active signing key of your organisation."),
+        field=signing.SIGNATURE_HEADER,
+        status_code=401,
+    )
