@@ -1,0 +1,206 @@
+"""Parsing and validation of usage-record batches. Pure: no ORM, no Django.
+
+A batch is JSON ``{"records": [...]}`` or a CloudEvents 1.0 JSON batch (``application/cloudevents-batch+json``:
+a list of events whose ``id`` is the record id and whose ``data`` holds the measures). Each record is checked
+on its own against the facts of the lease (or token contract) it names; the verdict of one record never
+depends on the others in the batch, so any split, shuffle or replay of the same records gives the same
+verdicts (the storage layer then decides ``accepted`` / ``duplicate`` / ``conflict`` by record id).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.timeutils import HOUR, parse_rfc3339
+
+MAX_RECORDS = 10_000
+MAX_RECORD_ID_LENGTH = 128
+FUTURE_SKEW = timedelta(minutes=5)
+CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
+# The measures a record may carry, all non-negative integers except the utilisation percentage.
+INTEGER_MEASURES = ("accelerator_seconds", "energy_wh", "tokens_in", "tokens_out", "requests")
+UTILISATION = "avg_utilization_pct"
+
+
+class BatchError(ValueError):
+    """The whole request is unusable (400 or 413); nothing is stored."""
+
+    def __init__(self, code: str, message: str, status: int = 400):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFacts:
+    """What the ingest needs to know about a lease or token contract, looked up by its public id."""
+
+    public_id: str
+    provider_id: int
+    accelerators: int  # 0 for a token contract
+    start: datetime
+    end: datetime
+    kind: str = "lease"  # or "contract"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    record_id: str
+    subject_id: str  # the lease or contract public id
+    subject_kind: str
+    window_start: datetime
+    window_end: datetime
+    accelerator_seconds: int
+    utilization_bp: int | None  # average utilisation in basis points (0..10,000 = 0..100%)
+    energy_wh: int | None
+    tokens_in: int
+    tokens_out: int
+    requests: int
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    record_id: str | None
+    code: str
+    field: str | None
+    message: str
+
+
+def parse_batch(body: bytes, content_type: str) -> list[Any]:
+    """The list of raw records in a request body; BatchError for an unusable body."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BatchError("invalid_json", "The body is not valid JSON.") from None
+    if content_type.split(";")[0].strip().lower() == CLOUDEVENTS_BATCH:
+        if not isinstance(payload, list):
+            raise BatchError("invalid_batch", "A CloudEvents batch is a JSON array of events.")
+        raw = [_from_cloudevent(event) for event in payload]
+    else:
+        if not isinstance(payload, dict) or not isinstance(payload.get("records"), list):
+            raise BatchError("invalid_batch", 'Send {"records": [...]}.')
+        raw = payload["records"]
+    if not raw:
+        raise BatchError("empty_batch", "The batch has no records.")
+    if len(raw) > MAX_RECORDS:
+        raise BatchError("batch_too_large", f"At most {MAX_RECORDS} records per request.", status=413)
+    return raw
+
+
+def _from_cloudevent(event: Any) -> Any:
+    if not isinstance(event, dict) or "data" not in event or not isinstance(event["data"], dict):
+        return event  # validate_record rejects it with a precise reason
+    merged = dict(event["data"])
+    merged.setdefault("record_id", event.get("id"))
+    return merged
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def content_hash(fields: Mapping[str, Any]) -> str:
+    """Hash of a record's normalised content: same id + same hash = duplicate, other hash = conflict."""
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def validate_record(
+    raw: Any, *, provider_id: int, subjects: Mapping[str, LeaseFacts], now: datetime, closed_before: datetime
+) -> Record | Rejection:
+    """One record's verdict. ``closed_before``: windows ending at or before it belong to closed periods."""
+    if not isinstance(raw, dict):
+        return Rejection(None, "invalid_record", None, "Each record is a JSON object.")
+    record_id = raw.get("record_id")
+    if not isinstance(record_id, str) or not record_id.strip() or len(record_id) > MAX_RECORD_ID_LENGTH:
+        return Rejection(None, "invalid_record_id", "record_id", "record_id is a non-empty string (at most 128).")
+
+    def reject(code: str, field: str | None, message: str) -> Rejection:
+        return Rejection(record_id, code, field, message)
+
+    lease_id, contract_id = raw.get("lease_id"), raw.get("contract_id")
+    if bool(lease_id) == bool(contract_id):
+        return reject("subject_required", "lease_id", "Give exactly one of lease_id or contract_id.")
+    subject_id = str(lease_id or contract_id)
+    subject = subjects.get(subject_id)
+    # A foreign lease is reported exactly like an unknown one: its existence is not ours to reveal.
+    if subject is None or subject.provider_id != provider_id or subject.kind != ("lease" if lease_id else "contract"):
+        return reject("unknown_lease", "lease_id" if lease_id else "contract_id", "No such lease or contract of yours.")
+
+    try:
+        start = parse_rfc3339(raw.get("window_start"))
+        end = parse_rfc3339(raw.get("window_end"))
+    except (ValueError, TypeError):
+        return reject("invalid_window", "window_start", "window_start and window_end are RFC 3339 UTC timestamps.")
+    if end <= start:
+        return reject("invalid_window", "window_end", "window_end must be after window_start.")
+    if end - start > HOUR:
+        return reject("window_too_long", "window_end", "A record covers at most one hour.")
+    if start < subject.start or end > subject.end:
+        return reject("outside_lease", "window_start", "The window is outside the lease.")
+    if end > now + FUTURE_SKEW:
+        return reject("in_future", "window_end", "The window ends in the future.")
+    if end <= closed_before:
+        return reject("too_late", "window_end", "The billing period of this window is closed.")
+
+    measures: dict[str, int] = {}
+    for name in INTEGER_MEASURES:
+        value = raw.get(name, 0)
+        number = _int(value)
+        if number is None:
+            return reject("invalid_measure", name, f"{name} must be a whole number.")
+        if number < 0:
+            return reject("negative_value", name, f"{name} cannot be negative.")
+        measures[name] = number
+    energy = raw.get("energy_wh")
+    utilisation_raw = raw.get(UTILISATION)
+    utilisation: int | None = None
+    if utilisation_raw is not None:
+        if isinstance(utilisation_raw, bool) or not isinstance(utilisation_raw, (int, float)):
+            return reject("invalid_measure", UTILISATION, "avg_utilization_pct is a number from 0 to 100.")
+        if not 0 <= utilisation_raw <= 100:
+            return reject(
+                "negative_value" if utilisation_raw < 0 else "invalid_measure",
+                UTILISATION,
+                "avg_utilization_pct is a number from 0 to 100.",
+            )
+        utilisation = round(utilisation_raw * 100)  # basis points
+    capacity = subject.accelerators * int((end - start).total_seconds())
+    if subject.kind == "lease" and measures["accelerator_seconds"] > capacity:
+        return reject(
+            "over_capacity",
+            "accelerator_seconds",
+            f"More accelerator-seconds than the lease's {subject.accelerators} accelerators hold in the window.",
+        )
+
+    normalised = {
+        "subject": subject_id,
+        "kind": subject.kind,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        **measures,
+        "energy_wh": None if energy is None else measures["energy_wh"],
+        "util": utilisation,
+    }
+    return Record(
+        record_id=record_id,
+        subject_id=subject_id,
+        subject_kind=subject.kind,
+        window_start=start,
+        window_end=end,
+        accelerator_seconds=measures["accelerator_seconds"],
+        utilization_bp=utilisation,
+        energy_wh=None if energy is None else measures["energy_wh"],
+        tokens_in=measures["tokens_in"],
+        tokens_out=measures["tokens_out"],
+        requests=measures["requests"],
+        content_hash=content_hash(normalised),
+    )
