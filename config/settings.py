@@ -8,6 +8,7 @@ every secure default is on unless ``DJANGO_DEBUG`` is set. See README.md for the
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -204,17 +205,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "ApiKey": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "Authorization",
-                "description": "`Api-Key <key>`: an organisation's API key",
-            }
-        }
-    },
-    "SECURITY": [{"ApiKey": []}],
+    # The ApiKey security scheme is declared per operation by accounts.apis.OrganizationAPIKeyScheme (an
+    # OpenApiAuthenticationExtension of the authentication class), so public views show no requirement.
 }
 
 # --- Celery: the embedded default needs no system service ---------------------------------------------
@@ -241,9 +233,15 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 10.0},
+    "usage-partitions": {"task": "metering.tasks.usage_partitions_ensure", "schedule": 6 * 3600.0},
 }
-# How long a publish may block when the broker is down before the outbox keeps the message for later.
-OUTBOX_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "timeout": 2}
+# How long a publish may block when the broker is down before the outbox keeps the message for later: a
+# kombu retry policy (the keywords of Connection.ensure: max_retries, interval_start, interval_step, interval_max).
+OUTBOX_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+
+# --- Metering ----------------------------------------------------------------------------------------
+# A monthly billing period closes this long after it ends; later records become adjustments (DESIGN.md §4.4).
+METERING_CLOSE_GRACE = timedelta(hours=int(os.environ.get("METERING_CLOSE_GRACE_HOURS", "1")))
 
 # --- Stripe (localstripe on loopback in development and tests) ----------------------------------------
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "sk_test_suanli_localstripe")

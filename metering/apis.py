@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -85,7 +87,71 @@ class SigningKeyApi(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class RecordResultOutput(serializers.Serializer):
+    record_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "conflict", "rejected"])
+    code = serializers.CharField(allow_null=True)
+    field = serializers.CharField(allow_null=True)
+    message = serializers.CharField(allow_null=True)
+
+
+class IngestOutput(serializers.Serializer):
+    batch_id = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    conflict = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = RecordResultOutput(many=True)
+
+
+class RawBodyParser(BaseParser):
+    """The body is read raw: it is hashed for the signature and stored verbatim."""
+
+    media_type = "*/*"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return None
+
+
+class UsageRecordsApi(APIView):
+    """Report usage: a signed batch of up to 10,000 records (JSON ``{"records": [...]}`` or a CloudEvents batch).
+
+    Each record comes back ``accepted``, ``duplicate`` (same id, same content), ``conflict`` (same id, other
+    content) or ``rejected`` with a code. Accepted records are durable when this answers.
+    """
+
+    required_scopes = [ApiScope.METERING_WRITE]
+    organization_kinds = [OrganizationKind.PROVIDER]
+    parser_classes = [RawBodyParser]
+
+    @extend_schema(
+        request={"application/json": dict, "application/cloudevents-batch+json": list},
+        responses=IngestOutput,
+        operation_id="metering_records_ingest",
+    )
+    def post(self, request: Request) -> Response:
+        result = services.usage_batch_ingest(
+            organization=request.organization,  # type: ignore[attr-defined]
+            method=request.method or "POST",
+            path=request.path,
+            body=request.body,
+            content_type=request.content_type or "",
+            timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
+            signature=request.headers.get(signing.SIGNATURE_HEADER),
+        )
+        payload = {
+            "batch_id": result.batch_id,
+            **{
+                status_name: result.count(status_name)
+                for status_name in ("accepted", "duplicate", "conflict", "rejected")
+            },
+            "results": [vars(r) for r in result.results],
+        }
+        return Response(IngestOutput(payload).data)
+
+
 urlpatterns = [
+    path("metering/records", UsageRecordsApi.as_view(), name="metering-records"),
     path("metering/signing-keys", SigningKeysApi.as_view(), name="metering-signing-keys"),
     path("metering/signing-keys/<uuid:signing_key_id>", SigningKeyApi.as_view(), name="metering-signing-key"),
 ]

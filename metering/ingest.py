@@ -136,8 +136,8 @@ def validate_record(
         return reject("unknown_lease", "lease_id" if lease_id else "contract_id", "No such lease or contract of yours.")
 
     try:
-        start = parse_rfc3339(raw.get("window_start"))
-        end = parse_rfc3339(raw.get("window_end"))
+        start = parse_rfc3339(str(raw.get("window_start", "")))
+        end = parse_rfc3339(str(raw.get("window_end", "")))
     except (ValueError, TypeError):
         return reject("invalid_window", "window_start", "window_start and window_end are RFC 3339 UTC timestamps.")
     if end <= start:

@@ -38,3 +38,77 @@ class SigningKey(PublicIdModel):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class SignedBatch(models.Model):
+    """A usage batch exactly as the provider sent and signed it: anyone with the public key can re-verify it."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="batches")
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=200)
+    timestamp = models.BigIntegerField(help_text="X-Suanli-Timestamp, unix seconds")
+    signature = models.CharField(max_length=120)
+    content_type = models.CharField(max_length=100)
+    body = models.BinaryField()
+    body_sha256 = models.CharField(max_length=64)
+    records_total = models.PositiveIntegerField()
+    records_accepted = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "-received_at"])]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.records_accepted}/{self.records_total})"
+
+
+class UsageRecord(models.Model):
+    """One accepted usage record. The table is partitioned by month of window_start (migration 0002), so
+    Django does not manage it; ingest writes it in bulk with SQL (metering/services.py). Record ids are unique per
+    provider through UsageRecordKey (a partitioned table cannot hold that constraint without the partition key)."""
+
+    pk = models.CompositePrimaryKey("provider_id", "record_id", "window_start")
+    provider = models.ForeignKey(
+        "accounts.Organization", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    record_id = models.TextField()
+    subject_kind = models.CharField(max_length=8)
+    subject_id = models.UUIDField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    accelerator_seconds = models.BigIntegerField()
+    utilization_bp = models.IntegerField(null=True)
+    energy_wh = models.BigIntegerField(null=True)
+    tokens_in = models.BigIntegerField()
+    tokens_out = models.BigIntegerField()
+    requests = models.BigIntegerField()
+    content_hash = models.CharField(max_length=64)
+    batch = models.ForeignKey(SignedBatch, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "metering_usagerecord"
+
+    def __str__(self) -> str:
+        return self.record_id
+
+
+class UsageRecordKey(models.Model):
+    """The idempotency key of a usage record: (provider, record_id) once, with its content hash."""
+
+    pk = models.CompositePrimaryKey("provider_id", "record_id")
+    provider = models.ForeignKey(
+        "accounts.Organization", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    record_id = models.TextField()
+    content_hash = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+
+    class Meta:
+        managed = False
+        db_table = "metering_usagerecordkey"
+
+    def __str__(self) -> str:
+        return self.record_id

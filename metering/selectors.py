@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization
 from core.errors import ApplicationError
+from core.timeutils import month_start
 from metering import signing
+from metering.ingest import LeaseFacts
 from metering.models import SigningKey
 
 
@@ -66,3 +70,21 @@ def signing_key_for_request(
         field=signing.SIGNATURE_HEADER,
         status_code=401,
     )
+
+
+def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str, LeaseFacts]:
+    """The provider's leases and token contracts named in a batch, as facts for validation.
+
+    Leases and token contracts are created by the market (issue 4, marketplace). Until that lands there are none,
+    so every record is rejected as ``unknown_lease``; the ingest pipeline itself is complete and tested with
+    facts passed in directly.
+    """
+    return {}
+
+
+def usage_closed_before(now: datetime) -> datetime:
+    """Windows ending at or before this instant belong to closed billing periods (monthly, after the grace)."""
+    current = month_start(now)
+    if now < current + settings.METERING_CLOSE_GRACE:
+        return month_start(current - timedelta(days=1))
+    return current

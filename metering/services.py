@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationKind
 from core.audit import audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
-from core.timeutils import utcnow
-from metering import signing
-from metering.models import SigningKey
+from core.timeutils import month_start, utcnow
+from metering import ingest, selectors, signing
+from metering.models import SignedBatch, SigningKey
 
 
 def signing_key_register(
@@ -80,3 +83,213 @@ def signing_key_revoke(
                 before={"fingerprint": key.fingerprint, "revoked": False},
                 after={"revoked": True},
             )
+
+
+# --- Usage ingest ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    record_id: str | None
+    status: str  # accepted | duplicate | conflict | rejected
+    code: str | None = None
+    field: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    batch_id: int
+    results: list[RecordResult]
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+_COPY_COLUMNS = (
+    "provider_id",
+    "record_id",
+    "subject_kind",
+    "subject_id",
+    "window_start",
+    "window_end",
+    "accelerator_seconds",
+    "utilization_bp",
+    "energy_wh",
+    "tokens_in",
+    "tokens_out",
+    "requests",
+    "content_hash",
+    "batch_id",
+    "received_at",
+)
+
+
+def usage_batch_ingest(
+    *,
+    organization: Organization,
+    method: str,
+    path: str,
+    body: bytes,
+    content_type: str,
+    timestamp: str | None,
+    signature: str | None,
+    subjects: Mapping[str, ingest.LeaseFacts] | None = None,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Verify, validate and store a signed batch of usage records; each record's outcome in input order.
+
+    Accepted records are committed before this returns (the API answers 2xx only after that); the batch is one
+    transaction, so it is never half-applied. Record ids are deduplicated per provider by the primary key of
+    metering_usagerecordkey, which also serialises concurrent batches carrying the same id.
+    """
+    key = selectors.signing_key_for_request(
+        organization, timestamp=timestamp, signature=signature, method=method, path=path, body=body
+    )
+    try:
+        raw_records = ingest.parse_batch(body, content_type)
+    except ingest.BatchError as error:
+        raise ApplicationError(error.code, str(error), status_code=error.status) from None
+    now = now or utcnow()
+    if subjects is None:
+        wanted = {str(r.get("lease_id") or r.get("contract_id")) for r in raw_records if isinstance(r, dict)}
+        subjects = selectors.subject_facts(organization, wanted)
+    closed_before = selectors.usage_closed_before(now)
+
+    results: list[RecordResult | None] = []
+    fresh: dict[str, tuple[int, ingest.Record]] = {}  # record_id -> (position, record), first occurrence
+    repeats: list[tuple[int, ingest.Record]] = []  # the same id again inside this batch
+    for position, raw in enumerate(raw_records):
+        verdict = ingest.validate_record(
+            raw, provider_id=organization.pk, subjects=subjects, now=now, closed_before=closed_before
+        )
+        if isinstance(verdict, ingest.Rejection):
+            results.append(RecordResult(verdict.record_id, "rejected", verdict.code, verdict.field, verdict.message))
+            continue
+        results.append(None)
+        if verdict.record_id in fresh:
+            repeats.append((position, verdict))
+        else:
+            fresh[verdict.record_id] = (position, verdict)
+
+    with transaction.atomic():
+        batch = SignedBatch.objects.create(
+            organization=organization,
+            signing_key=key,
+            method=method,
+            path=path,
+            timestamp=int(timestamp or 0),
+            signature=signature or "",
+            content_type=content_type[:100],
+            body=body,
+            body_sha256=signing.body_sha256(body),
+            records_total=len(raw_records),
+            records_accepted=0,
+        )
+        accepted = _store(organization.pk, batch.pk, now, [record for _pos, record in fresh.values()])
+        stored_hashes = _stored_hashes(organization.pk, [rid for rid in fresh if rid not in accepted])
+        for record_id, (position, record) in fresh.items():
+            if record_id in accepted:
+                results[position] = RecordResult(record_id, "accepted")
+            else:
+                status = "duplicate" if stored_hashes.get(record_id) == record.content_hash else "conflict"
+                results[position] = _repeat_result(record_id, status)
+        for position, record in repeats:
+            first = fresh[record.record_id][1]
+            same = first.content_hash == record.content_hash
+            results[position] = _repeat_result(record.record_id, "duplicate" if same else "conflict")
+        SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted))
+    return IngestResult(batch_id=batch.pk, results=[r for r in results if r is not None])
+
+
+def _repeat_result(record_id: str, status: str) -> RecordResult:
+    if status == "duplicate":
+        return RecordResult(record_id, "duplicate")
+    return RecordResult(
+        record_id,
+        "conflict",
+        "conflict",
+        "record_id",
+        "This record_id was sent before with other content; the first version stands.",
+    )
+
+
+def _store(provider_id: int, batch_id: int, received_at: datetime, records: list[ingest.Record]) -> set[str]:
+    """COPY into a staging table, then keep the records whose id is new: returns their ids."""
+    if not records:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS metering_usage_staging"
+            " (LIKE metering_usagerecord INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE metering_usage_staging")  # empty even inside an enclosing transaction
+        columns = ", ".join(_COPY_COLUMNS)
+        with cursor.cursor.copy(f"COPY metering_usage_staging ({columns}) FROM STDIN") as copy:
+            for r in records:
+                copy.write_row(
+                    (
+                        provider_id,
+                        r.record_id,
+                        r.subject_kind,
+                        r.subject_id,
+                        r.window_start,
+                        r.window_end,
+                        r.accelerator_seconds,
+                        r.utilization_bp,
+                        r.energy_wh,
+                        r.tokens_in,
+                        r.tokens_out,
+                        r.requests,
+                        r.content_hash,
+                        batch_id,
+                        received_at,
+                    )
+                )
+        cursor.execute(
+            f"""
+            WITH new_keys AS (
+                INSERT INTO metering_usagerecordkey (provider_id, record_id, content_hash, window_start)
+                SELECT provider_id, record_id, content_hash, window_start FROM metering_usage_staging
+                ON CONFLICT (provider_id, record_id) DO NOTHING
+                RETURNING record_id
+            )
+            INSERT INTO metering_usagerecord ({columns})
+            SELECT {", ".join("s." + c for c in _COPY_COLUMNS)}
+            FROM metering_usage_staging s JOIN new_keys USING (record_id)
+            RETURNING record_id
+            """  # noqa: S608 - fixed column names, no user input
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _stored_hashes(provider_id: int, record_ids: list[str]) -> dict[str, str]:
+    if not record_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT record_id, content_hash FROM metering_usagerecordkey"
+            " WHERE provider_id = %s AND record_id = ANY(%s)",
+            [provider_id, record_ids],
+        )
+        return {record_id: content for record_id, content in cursor.fetchall()}
+
+
+def usage_partitions_ensure(*, months_ahead: int = 2, now: datetime | None = None) -> list[str]:
+    """Create the monthly partitions of metering_usagerecord from this month to ``months_ahead`` ahead."""
+    start = month_start(now or utcnow())
+    created = []
+    with connection.cursor() as cursor:
+        for _ in range(months_ahead + 1):
+            end = (start + timedelta(days=32)).replace(day=1)
+            name = f"metering_usagerecord_{start:%Y%m}"
+            cursor.execute("SELECT to_regclass(%s)", [name])
+            if cursor.fetchone()[0] is None:
+                cursor.execute(
+                    f"CREATE TABLE {name} PARTITION OF metering_usagerecord"
+                    " FOR VALUES FROM (%s) TO (%s)",
+                    [start, end],
+                )
+                created.append(name)
+            start = end
+    return created

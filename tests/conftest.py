@@ -65,3 +65,20 @@ def api_client_for(db) -> Callable[..., APIClient]:
         return client
 
     return factory
+
+
+# Tables Django does not manage (partitioned, written with SQL): emptied after tests that commit, since
+# Django's flush only knows managed tables.
+UNMANAGED_TABLES = ["metering_usagerecord", "metering_usagerecordkey"]
+
+
+@pytest.fixture(autouse=True)
+def _empty_unmanaged_tables(request):
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    commits = marker is not None and (marker.kwargs.get("transaction") or (marker.args and marker.args[0]))
+    if commits or {"transactional_db", "live_server"} & set(request.fixturenames):
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(f"TRUNCATE {', '.join(UNMANAGED_TABLES)}")
