@@ -112,3 +112,32 @@ class UsageRecordKey(models.Model):
 
     def __str__(self) -> str:
         return self.record_id
+
+
+class UsageHour(models.Model):
+    """Hourly rollup of usage per lease or token contract, recomputed from the raw records of that hour.
+
+    A record straddling an hour boundary is split between the hours by its seconds in each (exact integer
+    split, core.money.allocate_minor), so sums over hours equal sums over records.
+    """
+
+    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    subject_kind = models.CharField(max_length=8)
+    subject_id = models.UUIDField()
+    hour_start = models.DateTimeField()
+    record_count = models.PositiveIntegerField()
+    accelerator_seconds = models.BigIntegerField()
+    energy_wh = models.BigIntegerField(help_text="measured IT energy of the records that reported it")
+    records_without_energy = models.PositiveIntegerField()
+    utilization_bp = models.IntegerField(null=True, help_text="average weighted by accelerator-seconds")
+    tokens_in = models.BigIntegerField()
+    tokens_out = models.BigIntegerField()
+    requests = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["subject_id", "hour_start"], name="usage_hour_unique")]
+        indexes = [models.Index(fields=["provider", "hour_start"])]
+
+    def __str__(self) -> str:
+        return f"{self.subject_id} {self.hour_start:%Y-%m-%d %H}:00"

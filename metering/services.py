@@ -13,9 +13,10 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Organization, OrganizationKind
 from core.audit import audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
-from core.timeutils import month_start, utcnow
-from metering import ingest, selectors, signing
-from metering.models import SignedBatch, SigningKey
+from core.outbox import outbox_enqueue
+from core.timeutils import HOUR, Window, month_start, utcnow
+from metering import ingest, rollup, selectors, signing
+from metering.models import SignedBatch, SigningKey, UsageHour, UsageRecord
 
 
 def signing_key_register(
@@ -199,6 +200,9 @@ def usage_batch_ingest(
             same = first.content_hash == record.content_hash
             results[position] = _repeat_result(record.record_id, "duplicate" if same else "conflict")
         SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted))
+        if accepted:
+            new_records = [record for record_id, (_pos, record) in fresh.items() if record_id in accepted]
+            outbox_enqueue("metering.tasks.usage_rollup", kwargs={"hours_by_subject": _affected_hours(new_records)})
     return IngestResult(batch_id=batch.pk, results=[r for r in results if r is not None])
 
 
@@ -286,10 +290,91 @@ def usage_partitions_ensure(*, months_ahead: int = 2, now: datetime | None = Non
             cursor.execute("SELECT to_regclass(%s)", [name])
             if cursor.fetchone()[0] is None:
                 cursor.execute(
-                    f"CREATE TABLE {name} PARTITION OF metering_usagerecord"
-                    " FOR VALUES FROM (%s) TO (%s)",
+                    f"CREATE TABLE {name} PARTITION OF metering_usagerecord FOR VALUES FROM (%s) TO (%s)",
                     [start, end],
                 )
                 created.append(name)
             start = end
     return created
+
+
+def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
+    """Recompute the hourly rollups of one lease or contract for the given hours, from its raw records.
+
+    Idempotent and order-free: it reads whatever is committed and overwrites those hours. A per-subject
+    advisory lock makes concurrent recomputations run one after the other, so an older snapshot never
+    overwrites a newer one (each statement after the lock sees everything committed before it).
+    """
+    if not hours:
+        return 0
+    hour_starts = sorted({h.replace(minute=0, second=0, microsecond=0) for h in hours})
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"usage-rollup:{subject_id}"])
+        records = list(
+            UsageRecord.objects.filter(
+                subject_id=subject_id,
+                window_start__lt=hour_starts[-1] + HOUR,
+                window_end__gt=hour_starts[0],
+            ).values_list(
+                "provider_id",
+                "subject_kind",
+                "window_start",
+                "window_end",
+                "accelerator_seconds",
+                "utilization_bp",
+                "energy_wh",
+                "tokens_in",
+                "tokens_out",
+                "requests",
+            )
+        )
+        if not records:
+            return 0
+        provider_id, subject_kind = records[0][0], records[0][1]
+        totals = rollup.rollup(rollup.RawUsage(*row[2:]) for row in records)
+        rows = [
+            UsageHour(
+                provider_id=provider_id,
+                subject_kind=subject_kind,
+                subject_id=subject_id,
+                hour_start=hour,
+                record_count=t.record_count,
+                accelerator_seconds=t.accelerator_seconds,
+                energy_wh=t.energy_wh,
+                records_without_energy=t.records_without_energy,
+                utilization_bp=t.utilization_bp,
+                tokens_in=t.tokens_in,
+                tokens_out=t.tokens_out,
+                requests=t.requests,
+            )
+            for hour, t in totals.items()
+            if hour in hour_starts
+        ]
+        UsageHour.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["subject_id", "hour_start"],
+            update_fields=[
+                "record_count",
+                "accelerator_seconds",
+                "energy_wh",
+                "records_without_energy",
+                "utilization_bp",
+                "tokens_in",
+                "tokens_out",
+                "requests",
+                "updated_at",
+            ],
+        )
+    return len(rows)
+
+
+def _affected_hours(records: list[ingest.Record]) -> dict[str, list[str]]:
+    """subject id -> ISO hour starts touched by these records (the rollup task's arguments, JSON-ready)."""
+    touched: dict[str, set[datetime]] = {}
+    for record in records:
+        hours = touched.setdefault(record.subject_id, set())
+        for piece in Window(record.window_start, record.window_end).hours():
+            hours.add(piece.start.replace(minute=0, second=0, microsecond=0))
+    return {subject: sorted(h.isoformat() for h in hours) for subject, hours in touched.items()}

@@ -20,8 +20,8 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 PATH = "/api/v1/metering/records"
 
 
-@pytest.fixture
-def provider(make_org):
+def new_provider(make_org):
+    """A provider with a registered signing key (``.private_key``) and one 8-accelerator lease (``.lease_id``)."""
     organization = make_org("provider")
     private = signing.load_private_key(signing.generate_private_key_pem())
     services.signing_key_register(
@@ -32,6 +32,11 @@ def provider(make_org):
     organization.subjects = {lease.public_id: lease}
     organization.lease_id = lease.public_id
     return organization
+
+
+@pytest.fixture
+def provider(make_org):
+    return new_provider(make_org)
 
 
 def records(provider, count=3, start_hour=0, **overrides):
