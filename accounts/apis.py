@@ -1,11 +1,29 @@
 """Accounts API: who am I (which organisation does this key belong to)."""
 
+from typing import Any
+
 from django.urls import path
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+
+class OrganizationAPIKeyScheme(OpenApiAuthenticationExtension):
+    """Documents ``accounts.permissions.OrganizationAPIKeyAuthentication`` as the ``ApiKey`` security scheme."""
+
+    target_class = "accounts.permissions.OrganizationAPIKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Api-Key <key>`: an organisation's API key",
+        }
 
 
 class OrganizationOutput(serializers.Serializer):

@@ -29,8 +29,8 @@ class CurrentOrganizationMiddleware:
         user = getattr(request, "user", None)
         zone_name = settings.PORTAL_TIME_ZONE
         if user is not None and user.is_authenticated:
-            zone_name = user.time_zone or zone_name  # type: ignore[union-attr]
-            membership = membership_for_user(user, request.session.get(SESSION_KEY))  # type: ignore[arg-type]
+            zone_name = user.time_zone or zone_name
+            membership = membership_for_user(user, request.session.get(SESSION_KEY))
             if membership is not None:
                 request.membership = membership  # type: ignore[attr-defined]
                 request.organization = membership.organization  # type: ignore[attr-defined]
@@ -39,6 +39,6 @@ class CurrentOrganizationMiddleware:
         else:
             try:
                 timezone.activate(ZoneInfo(zone_name))
-            except ZoneInfoNotFoundError:
+            except (ZoneInfoNotFoundError, ValueError):  # ValueError: not even a zone name ("../x")
                 timezone.activate(ZoneInfo(settings.PORTAL_TIME_ZONE))
         return self.get_response(request)

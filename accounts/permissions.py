@@ -7,7 +7,7 @@ key carries the view's ``required_scopes``. Views read the tenant from ``request
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth.models import AnonymousUser
 from django.utils.translation import gettext_lazy as _
@@ -31,10 +31,11 @@ class OrganizationAPIKeyAuthentication(BaseAuthentication):
         if not raw_key:
             return None
         try:
-            api_key = OrganizationAPIKey.objects.get_from_key(raw_key)
+            api_key = cast(OrganizationAPIKey, OrganizationAPIKey.objects.get_from_key(raw_key))
         except OrganizationAPIKey.DoesNotExist:
             raise exceptions.AuthenticationFailed(_("Unknown or revoked API key.")) from None
-        if not api_key.is_valid(raw_key):
+        # get_from_key checks the hash and skips revoked keys, but not the expiry date.
+        if not api_key.is_valid(raw_key) or api_key.has_expired:
             raise exceptions.AuthenticationFailed(_("Unknown or revoked API key."))
         request.organization = api_key.organization  # type: ignore[attr-defined]
         request.api_key = api_key  # type: ignore[attr-defined]

@@ -27,11 +27,22 @@ def membership_list_for_user(user: User) -> QuerySet[Membership]:
 def membership_for_user(user: User, organization_public_id: UUID | str | None) -> Membership | None:
     """The user's membership in that organisation, or their first one when none is named or it is foreign."""
     memberships = membership_list_for_user(user).order_by("created_at", "id")
-    if organization_public_id:
-        chosen = memberships.filter(organization__public_id=organization_public_id).first()
+    wanted = _as_uuid(organization_public_id)
+    if wanted is not None:
+        chosen = memberships.filter(organization__public_id=wanted).first()
         if chosen is not None:
             return chosen
     return memberships.first()
+
+
+def _as_uuid(value: UUID | str | None) -> UUID | None:
+    """A UUID from a form or the session, or None for anything that is not one (never a crash)."""
+    if value is None or isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value))
+    except ValueError:
+        return None
 
 
 def member_list(organization: Organization) -> QuerySet[Membership]:

@@ -6,12 +6,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.mail import send_mail
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
@@ -34,7 +35,7 @@ from accounts.models import (
 )
 from accounts.selectors import token_hash
 from core.audit import audit_record
-from core.errors import ApplicationError, FieldError, ValidationFailed
+from core.errors import ApplicationError, FieldError, ValidationFailed, field_errors_from_django
 from core.timeutils import utcnow
 
 SELF_SERVICE_KINDS = {OrganizationKind.BUYER, OrganizationKind.PROVIDER, OrganizationKind.ISSUER}
@@ -42,6 +43,23 @@ SELF_SERVICE_KINDS = {OrganizationKind.BUYER, OrganizationKind.PROVIDER, Organiz
 
 def _membership_snapshot(membership: Membership) -> dict[str, Any]:
     return {"user": membership.user.email, "role": membership.role}
+
+
+def _model_errors(instance: Any, *, exclude: list[str] | None = None, prefix: str = "") -> list[FieldError]:
+    """What ``full_clean()`` finds wrong with an instance, as field errors (never a bare Django exception)."""
+    try:
+        instance.full_clean(exclude=exclude)
+    except DjangoValidationError as exc:
+        return field_errors_from_django(exc, prefix=prefix)
+    return []
+
+
+def _email_error(email: str) -> FieldError | None:
+    try:
+        validate_email(email)
+    except DjangoValidationError:
+        return FieldError("invalid_email", _("Enter a valid email address."), "email")
+    return None
 
 
 # --- Sign-up -----------------------------------------------------------------------------------------
@@ -53,7 +71,10 @@ def user_signup(
     """A new user with a new organisation they own. Issuers start pending until platform staff verify them."""
     errors: list[FieldError] = []
     email = User.objects.normalize_email(email.strip()).lower()
-    if User.objects.filter(email__iexact=email).exists():
+    email_error = _email_error(email)
+    if email_error is not None:
+        errors.append(email_error)
+    elif User.objects.filter(email__iexact=email).exists():
         errors.append(FieldError("email_taken", _("An account with this email already exists."), "email"))
     if organization_kind not in SELF_SERVICE_KINDS:
         errors.append(FieldError("invalid_kind", _("Choose provider, buyer or voucher issuer."), "organization_kind"))
@@ -102,7 +123,9 @@ def organization_update(*, organization: Organization, actor: User, name: str, b
         before = {"name": locked.name, "billing_currency": locked.billing_currency}
         locked.name = name.strip()
         locked.billing_currency = billing_currency
-        locked.full_clean()
+        errors = _model_errors(locked)
+        if errors:
+            raise ValidationFailed(errors)
         locked.save(update_fields=["name", "billing_currency"])
         audit_record(
             action="organization.updated",
@@ -117,6 +140,8 @@ def organization_update(*, organization: Organization, actor: User, name: str, b
 
 def organization_set_status(*, organization: Organization, actor: User, status: str) -> Organization:
     """Platform staff verify (KYC), suspend or reactivate an organisation."""
+    if status not in OrganizationStatus.values:
+        raise ApplicationError("invalid_status", _("Unknown status."), field="status")
     with transaction.atomic():
         locked = Organization.objects.select_for_update().get(pk=organization.pk)
         before = {"status": locked.status}
@@ -152,12 +177,24 @@ def invitation_create(*, acting: Membership, email: str, role: str) -> tuple[Inv
         raise ApplicationError("invalid_role", _("Unknown role."), field="role")
     organization = acting.organization
     email = User.objects.normalize_email(email.strip()).lower()
+    email_error = _email_error(email)
+    if email_error is not None:
+        raise ValidationFailed([email_error])
     if Membership.objects.filter(organization=organization, user__email__iexact=email).exists():
         raise ApplicationError("already_member", _("This person is already a member."), field="email")
     token = secrets.token_urlsafe(32)
     now = utcnow()
     try:
         with transaction.atomic():
+            # An expired invitation is still "open" for the one-open-invitation-per-address constraint: close
+            # it, or the address could never be invited again (expired invitations are not listed to revoke).
+            Invitation.objects.filter(
+                organization=organization,
+                email__iexact=email,
+                accepted_at__isnull=True,
+                revoked_at__isnull=True,
+                expires_at__lte=now,
+            ).update(revoked_at=now)
             invitation = Invitation.objects.create(
                 organization=organization,
                 email=email,
@@ -245,20 +282,34 @@ def invitation_accept(*, token: str, user: User) -> Membership:
     return membership
 
 
+def _lock_members(acting: Membership, target: Membership) -> tuple[list[Membership], Membership, Membership]:
+    """Locks every membership of the acting organisation; returns them with fresh copies of acting and target.
+
+    Rights and the owner count are decided on these locked rows, never on the caller's copies: two owners
+    demoting each other at once would otherwise both see "another owner remains", and someone demoted a moment
+    ago would still act with their old role.
+    """
+    members = list(Membership.objects.select_for_update().filter(organization_id=acting.organization_id).order_by("pk"))
+    fresh_target = next((m for m in members if m.pk == target.pk), None)
+    if fresh_target is None:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    fresh_acting = next((m for m in members if m.pk == acting.pk), None)
+    if fresh_acting is None:  # removed meanwhile
+        raise ApplicationError(
+            "permission_denied", _("Your role in this organisation does not allow this."), status_code=403
+        )
+    return members, fresh_acting, fresh_target
+
+
 def membership_change_role(*, acting: Membership, membership: Membership, role: str) -> Membership:
     """Change a member's role. Only owners grant or take away ownership; the last owner stays an owner."""
     if role not in Role.values:
         raise ApplicationError("invalid_role", _("Unknown role."), field="role")
-    _require_role(acting, Role.ADMIN)
-    if Role.OWNER in (role, membership.role):
-        _require_role(acting, Role.OWNER)
     with transaction.atomic():
-        # Lock every membership of the organisation: two owners demoting each other at once would
-        # otherwise both see "another owner remains".
-        members = list(Membership.objects.select_for_update().filter(organization=acting.organization).order_by("pk"))
-        target = next((m for m in members if m.pk == membership.pk), None)
-        if target is None:
-            raise ApplicationError("not_found", _("Not found."), status_code=404)
+        members, me, target = _lock_members(acting, membership)
+        _require_role(me, Role.ADMIN)
+        if Role.OWNER in (role, target.role):
+            _require_role(me, Role.OWNER)
         owners = sum(1 for m in members if m.role == Role.OWNER)
         if target.role == Role.OWNER and role != Role.OWNER and owners <= 1:
             raise ApplicationError("last_owner", _("An organisation needs at least one owner."), field="role")
@@ -278,15 +329,12 @@ def membership_change_role(*, acting: Membership, membership: Membership, role: 
 
 def membership_remove(*, acting: Membership, membership: Membership) -> None:
     """Remove a member (admins; or anyone leaving on their own). The last owner cannot leave."""
-    if membership.pk != acting.pk:
-        _require_role(acting, Role.ADMIN)
-        if membership.role == Role.OWNER:
-            _require_role(acting, Role.OWNER)
     with transaction.atomic():
-        members = list(Membership.objects.select_for_update().filter(organization=acting.organization).order_by("pk"))
-        target = next((m for m in members if m.pk == membership.pk), None)
-        if target is None:
-            raise ApplicationError("not_found", _("Not found."), status_code=404)
+        members, me, target = _lock_members(acting, membership)
+        if target.pk != me.pk:
+            _require_role(me, Role.ADMIN)
+            if target.role == Role.OWNER:
+                _require_role(me, Role.OWNER)
         owners = sum(1 for m in members if m.role == Role.OWNER)
         if target.role == Role.OWNER and owners <= 1:
             raise ApplicationError("last_owner", _("An organisation needs at least one owner."))
@@ -312,6 +360,9 @@ def api_key_create(*, acting: Membership, name: str, scopes: list[str]) -> tuple
     errors: list[FieldError] = []
     if not name:
         errors.append(FieldError("required", _("This field is required."), "name"))
+    name_max_length = OrganizationAPIKey._meta.get_field("name").max_length or 50
+    if len(name) > name_max_length:
+        errors.append(FieldError("max_length", _("At most %(count)d characters.") % {"count": name_max_length}, "name"))
     unknown = sorted(set(scopes) - set(ApiScope.values))
     if unknown:
         errors.append(
@@ -322,9 +373,10 @@ def api_key_create(*, acting: Membership, name: str, scopes: list[str]) -> tuple
     if errors:
         raise ValidationFailed(errors)
     with transaction.atomic():
-        api_key, raw_key = OrganizationAPIKey.objects.create_key(
+        created, raw_key = OrganizationAPIKey.objects.create_key(
             name=name, organization=acting.organization, scopes=sorted(set(scopes)), created_by=acting.user
         )
+        api_key = cast(OrganizationAPIKey, created)
         audit_record(
             action="api_key.created",
             target=api_key,
@@ -401,43 +453,49 @@ def company_profile_save(
     bank_account: str = "",
     shareholders: list[ShareholderInput] | None = None,
 ) -> CompanyProfile:
-    """Create or replace the organisation's company profile; the size class follows from the 2011 standard."""
+    """Create or replace the organisation's company profile; the size class follows from the 2011 standard.
+
+    Every mistake is reported at once, per field (``shareholders[1].share_pct`` for a shareholder's), and
+    nothing is saved unless everything is valid.
+    """
     _require_role(acting, Role.ADMIN)
     errors: list[FieldError] = []
     try:
         uscc = validate_uscc(uscc)
     except ApplicationError as exc:
         errors.extend(exc.errors)
+    measures = {"employees": employees, "annual_revenue_wan": annual_revenue_wan, "total_assets_wan": total_assets_wan}
+    negative = [name for name, value in measures.items() if value is not None and value < 0]
+    for name in negative:
+        errors.append(FieldError("min_value", _("Cannot be negative."), name))
     size_class = ""
-    try:
-        size_class = sme.classify(
-            industry, employees=employees, revenue_wan=annual_revenue_wan, assets_wan=total_assets_wan
-        ).value
-    except ValueError:
-        errors.append(
-            FieldError(
-                "size_measures_missing",
-                _("Your industry is sized by employees, revenue or total assets: fill in the ones it needs."),
-                "employees",
+    if industry not in sme.INDUSTRIES:
+        errors.append(FieldError("invalid_choice", _("Choose an industry from the list."), "industry"))
+    elif not negative:
+        try:
+            size_class = sme.classify(
+                industry, employees=employees, revenue_wan=annual_revenue_wan, assets_wan=total_assets_wan
+            ).value
+        except ValueError:
+            errors.append(
+                FieldError(
+                    "size_measures_missing",
+                    _("Your industry is sized by employees, revenue or total assets: fill in the ones it needs."),
+                    "employees",
+                )
             )
-        )
     holders = shareholders or []
     for index, holder in enumerate(holders):
+        prefix = f"shareholders[{index}]."
         if holder.uscc:
             try:
                 validate_uscc(holder.uscc)
             except ApplicationError:
-                errors.append(
-                    FieldError(
-                        "invalid_uscc",
-                        _("Not a valid unified social credit code."),
-                        f"shareholders[{index}].uscc",
-                    )
-                )
+                errors.append(FieldError("invalid_uscc", _("Not a valid unified social credit code."), f"{prefix}uscc"))
+        candidate = Shareholder(name=holder.name.strip(), uscc="", share_pct=holder.share_pct)
+        errors.extend(_model_errors(candidate, exclude=["profile", "uscc"], prefix=prefix))
     if sum((h.share_pct for h in holders), Decimal(0)) > 100:
         errors.append(FieldError("shares_over_100", _("Shareholdings add up to more than 100%."), "shareholders"))
-    if errors:
-        raise ValidationFailed(errors)
 
     values = {
         "legal_name": legal_name.strip(),
@@ -456,6 +514,13 @@ def company_profile_save(
         "bank_name": bank_name.strip(),
         "bank_account": bank_account.strip(),
     }
+    # The model's own rules (required fields, lengths, choices) for the fields not already judged above.
+    judged = {e.field for e in errors} | {"uscc", "industry", "size_class"}
+    candidate_profile = CompanyProfile(organization=acting.organization, **values)
+    errors.extend(_model_errors(candidate_profile, exclude=["organization", *(f for f in judged if f)]))
+    if errors:
+        raise ValidationFailed(errors)
+
     with transaction.atomic():
         profile = CompanyProfile.objects.select_for_update().filter(organization=acting.organization).first()
         before = None
@@ -469,7 +534,6 @@ def company_profile_save(
             }
             for key, value in values.items():
                 setattr(profile, key, value)
-        profile.full_clean()
         profile.save()
         profile.shareholders.all().delete()
         Shareholder.objects.bulk_create(

@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
@@ -12,11 +13,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-@app.on_configure.connect
-def _create_filesystem_broker_folders(sender: Celery, **_kwargs: object) -> None:
-    """kombu's filesystem transport (the embedded default) needs its folders to exist before any publish."""
-    if str(sender.conf.broker_url).startswith("filesystem"):
+@app.on_after_configure.connect
+def _create_filesystem_broker_folders(sender: Celery, source: Any, **_kwargs: object) -> None:
+    """kombu's filesystem transport (the embedded default) needs its folders to exist before any publish.
+
+    ``on_after_configure`` hands over the loaded configuration; reading ``sender.conf`` from ``on_configure``
+    would load it again, recursively.
+    """
+    if str(source.broker_url).startswith("filesystem"):
         for key in ("data_folder_in", "data_folder_out", "control_folder"):
-            folder = (sender.conf.broker_transport_options or {}).get(key)
+            folder = (source.broker_transport_options or {}).get(key)
             if folder:
                 Path(folder).mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,16 @@ from core.models import AuditLog
 
 
 def _label_for(actor: Any) -> str:
-    if actor is None:
+    """The label of who acted: "user:<email>", "api-key:<prefix>", str(actor), or "system" for nobody."""
+    if actor is None or getattr(actor, "is_anonymous", False):
         return "system"
     email = getattr(actor, "email", None)
-    return f"user:{email}" if email else str(actor)
+    if email:
+        return f"user:{email}"
+    prefix = getattr(actor, "prefix", None)  # an API key (djangorestframework-api-key)
+    if prefix:
+        return f"api-key:{prefix}"
+    return str(actor)
 
 
 def audit_record(
@@ -39,7 +45,7 @@ def audit_record(
         target_type=target_type or "",
         target_id=target_id or "",
         actor=user,
-        actor_label=actor_label or _label_for(user),
+        actor_label=actor_label or _label_for(actor),
         organization=organization,
         before=before,
         after=after,

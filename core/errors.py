@@ -35,7 +35,7 @@ class FieldError:
 class ApplicationError(Exception):
     """A business rule refused the request. Nothing was written (services raise before or roll back)."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, code: str, message: Any, *, field: str | None = NON_FIELD, status_code: int | None = None):
         super().__init__(force_str(message))
@@ -61,36 +61,58 @@ class ValidationFailed(ApplicationError):
 
 
 class Conflict(ApplicationError):
-    status_code = status.HTTP_409_CONFLICT
+    status_code: int = status.HTTP_409_CONFLICT
+
+
+_NON_FIELD_KEYS = ("non_field_errors", "__all__")
+
+
+def _field_path(field: str | None, key: Any) -> str | None:
+    """``profile.uscc``, ``shareholders[1].name``, ``scopes[2]``, ``[3].record_id`` (an item of a list body)."""
+    if isinstance(key, int):
+        return f"{field or ''}[{key}]"
+    if key in _NON_FIELD_KEYS:
+        return field
+    return f"{field}.{key}" if field else str(key)
 
 
 def _flatten_drf_detail(detail: Any, field: str | None = None) -> list[FieldError]:
     if isinstance(detail, Mapping):
+        # Serializers key by field name; list serializers and ListField key by the item's index.
         out: list[FieldError] = []
         for key, value in detail.items():
-            name = None if key in ("non_field_errors", "__all__") else str(key)
-            nested = f"{field}.{name}" if field and name else (name or field)
-            out.extend(_flatten_drf_detail(value, nested))
+            out.extend(_flatten_drf_detail(value, _field_path(field, key)))
         return out
     if isinstance(detail, list):
         out = []
         for index, value in enumerate(detail):
-            # A list of dicts is a list of nested objects: keep their position in the field path.
-            nested = f"{field}[{index}]" if isinstance(value, Mapping) and field else field
+            # A list of objects (the older list format of list serializers): keep each item's position.
+            nested = _field_path(field, index) if isinstance(value, Mapping | list) else field
             out.extend(_flatten_drf_detail(value, nested))
         return out
     code = getattr(detail, "code", None) or "invalid"
     return [FieldError(code=str(code), message=force_str(detail), field=field)]
 
 
-def _django_validation_errors(error: DjangoValidationError) -> list[FieldError]:
+def field_errors_from_django(error: DjangoValidationError, *, prefix: str = "") -> list[FieldError]:
+    """A Django ValidationError (from ``full_clean()`` or a validator) as field errors, one per message.
+
+    ``prefix`` places the fields of a nested object: ``shareholders[0].`` gives ``shareholders[0].name``.
+    """
     if hasattr(error, "error_dict"):
         return [
-            FieldError(code=e.code or "invalid", message=" ".join(e.messages), field=None if f == "__all__" else f)
+            FieldError(
+                code=e.code or "invalid",
+                message=" ".join(e.messages),
+                field=(prefix.rstrip(".") or None) if f == "__all__" else f"{prefix}{f}",
+            )
             for f, errs in error.error_dict.items()
             for e in errs
         ]
-    return [FieldError(code=e.code or "invalid", message=" ".join(e.messages)) for e in error.error_list]
+    return [
+        FieldError(code=e.code or "invalid", message=" ".join(e.messages), field=prefix.rstrip(".") or None)
+        for e in error.error_list
+    ]
 
 
 def error_response(errors: list[FieldError], status_code: int, headers: dict[str, str] | None = None) -> Response:
@@ -99,17 +121,20 @@ def error_response(errors: list[FieldError], status_code: int, headers: dict[str
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every error in one envelope."""
+    # Imported here: rest_framework.views imports the API settings, which import this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+    from rest_framework.views import set_rollback
+
     if isinstance(exc, ApplicationError):
+        set_rollback()  # with ATOMIC_REQUESTS, what the view wrote before refusing must not commit
         return error_response(exc.errors, exc.status_code)
     if isinstance(exc, DjangoValidationError):
-        return error_response(_django_validation_errors(exc), status.HTTP_400_BAD_REQUEST)
+        set_rollback()
+        return error_response(field_errors_from_django(exc), status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-
-    # Imported here: rest_framework.views imports the API settings, which import this module.
-    from rest_framework.views import exception_handler as drf_exception_handler
 
     response = drf_exception_handler(exc, context)
     if response is None:

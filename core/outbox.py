@@ -24,7 +24,9 @@ def outbox_enqueue(
 ) -> OutboxMessage:
     """Record a task to run once the surrounding transaction commits. Arguments must be JSON."""
     message = OutboxMessage.objects.create(task_name=task_name, args=args or [], kwargs=kwargs or {})
-    transaction.on_commit(lambda: outbox_relay(message_ids=[message.pk]))
+    # robust: the change has committed by then; a failure to publish now must not turn it into an error for
+    # the caller (who would retry the business action). The row stays pending for the next relay.
+    transaction.on_commit(lambda: outbox_relay(message_ids=[message.pk]), robust=True)
     return message
 
 

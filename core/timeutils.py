@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,15 +26,23 @@ def ensure_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+# RFC 3339 section 5.6 date-time: full-date "T" full-time, seconds and an offset (Z or +hh:mm) required.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
 def parse_rfc3339(text: str) -> datetime:
-    """An RFC 3339 timestamp ('2026-11-01T08:00:00Z' or with an offset) as an aware UTC datetime."""
+    """An RFC 3339 timestamp ('2026-11-01T08:00:00Z' or with an offset) as an aware UTC datetime.
+
+    Anything else is refused with ValueError: a timestamp without an offset (its zone would be a guess),
+    ISO 8601's basic format, a missing seconds field.
+    """
     if not isinstance(text, str):
         raise ValueError("timestamp must be a string")
     candidate = text.strip()
+    if not _RFC3339.fullmatch(candidate):
+        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     if candidate.endswith(("Z", "z")):
         candidate = candidate[:-1] + "+00:00"
-    if "T" not in candidate and "t" not in candidate:
-        raise ValueError(f"not an RFC 3339 timestamp: {text!r}")
     value = datetime.fromisoformat(candidate)
     return ensure_utc(value)
 

@@ -104,6 +104,34 @@ class IngestOutput(serializers.Serializer):
     results = RecordResultOutput(many=True)
 
 
+class UsageRecordInput(serializers.Serializer):
+    """One usage record (documentation of the wire format; the body is validated by metering.ingest)."""
+
+    record_id = serializers.CharField(max_length=128, help_text="unique per provider; a retry reuses it")
+    lease_id = serializers.UUIDField(required=False, help_text="or contract_id, exactly one")
+    contract_id = serializers.UUIDField(required=False)
+    window_start = serializers.DateTimeField(help_text="RFC 3339, UTC; the window is [start, end), at most 1 h")
+    window_end = serializers.DateTimeField()
+    accelerator_seconds = serializers.IntegerField(min_value=0, required=False)
+    avg_utilization_pct = serializers.FloatField(min_value=0, max_value=100, required=False)
+    energy_wh = serializers.IntegerField(min_value=0, required=False, help_text="IT energy, measured")
+    tokens_in = serializers.IntegerField(min_value=0, required=False)
+    tokens_out = serializers.IntegerField(min_value=0, required=False)
+    requests = serializers.IntegerField(min_value=0, required=False)
+
+
+class UsageBatchInput(serializers.Serializer):
+    records = UsageRecordInput(many=True, help_text="1 to 10,000 records")
+
+
+class UsageCloudEventInput(serializers.Serializer):
+    specversion = serializers.CharField(default="1.0")
+    id = serializers.CharField(help_text="the record_id")
+    source = serializers.CharField()
+    type = serializers.CharField()
+    data = UsageRecordInput(help_text="the measures (record_id may be omitted)")
+
+
 class RawBodyParser(BaseParser):
     """The body is read raw: it is hashed for the signature and stored verbatim."""
 
@@ -125,7 +153,10 @@ class UsageRecordsApi(APIView):
     parser_classes = [RawBodyParser]
 
     @extend_schema(
-        request={"application/json": dict, "application/cloudevents-batch+json": list},
+        request={
+            "application/json": UsageBatchInput,
+            "application/cloudevents-batch+json": UsageCloudEventInput(many=True),
+        },
         responses=IngestOutput,
         operation_id="metering_records_ingest",
     )
