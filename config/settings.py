@@ -213,7 +213,9 @@ SPECTACULAR_SETTINGS = {
 # kombu's filesystem transport keeps messages as files under .data/broker: no Redis or RabbitMQ to install
 # for `make run`. Production sets CELERY_BROKER_URL to redis:// or amqp://.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
-BROKER_DIR = Path(os.environ.get("SUANLI_BROKER_DIR", DATA_DIR / "broker"))
+# Tests publish to a folder of their own, never to the queue a `make run` worker is consuming.
+_default_broker_dir = DATA_DIR / ("test-broker" + os.environ.get("SUANLI_TEST_DB_SUFFIX", "") if TESTING else "broker")
+BROKER_DIR = Path(os.environ.get("SUANLI_BROKER_DIR", _default_broker_dir))
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
