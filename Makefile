@@ -9,10 +9,11 @@ PROD_ENV := DJANGO_DEBUG=0 SECRET_KEY=check-deploy-$$(date +%s)-a-long-random-se
 
 .PHONY: run test check lint typecheck migrations-check deploy-check setup messages bench stop-db clean
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -117,6 +117,32 @@ def user_signup(
     return user, organization
 
 
+def user_signup_invited(*, token: str, password: str, full_name: str) -> tuple[User, Membership]:
+    """Sign up from an invitation link: the account gets the invited address and joins that organisation,
+    without creating an organisation of its own. User and membership are created in one transaction."""
+    from accounts.selectors import invitation_get_by_token
+
+    invitation = invitation_get_by_token(token)
+    email = invitation.email.lower()
+    if User.objects.filter(email__iexact=email).exists():
+        raise ApplicationError(
+            "email_taken", _("An account with this email already exists: log in to accept."), field="email"
+        )
+    try:
+        validate_password(password, User(email=email, full_name=full_name))
+    except DjangoValidationError as exc:
+        raise ValidationFailed(
+            FieldError(e.code or "invalid_password", " ".join(e.messages), "password") for e in exc.error_list
+        ) from None
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(email=email, password=password, full_name=full_name.strip())
+            membership = invitation_accept(token=token, user=user)
+    except IntegrityError:
+        raise ApplicationError("email_taken", _("An account with this email already exists."), field="email") from None
+    return user, membership
+
+
 def organization_update(*, organization: Organization, actor: User, name: str, billing_currency: str) -> Organization:
     with transaction.atomic():
         locked = Organization.objects.select_for_update().get(pk=organization.pk)

@@ -35,6 +35,7 @@ urlpatterns = [
     path("accounts/reset/<uidb64>/<token>/", public(password_reset_confirm_view), name="password-reset-confirm"),
     path("accounts/reset/done/", public(password_reset_complete_view), name="password-reset-complete"),
     path("invitations/<str:token>/", public(views.invitation_accept), name="invitation-accept"),
+    path("invitations/<str:token>/signup/", public(views.invitation_signup), name="invitation-signup"),
     path("org/switch/", views.organization_switch, name="organization-switch"),
     path("settings/organization/", views.organization_settings, name="organization-settings"),
     path("settings/members/", views.members, name="members"),

@@ -5,10 +5,13 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -18,6 +21,7 @@ from accounts.forms import (
     ApiKeyForm,
     CompanyProfileForm,
     InvitationForm,
+    InvitedSignupForm,
     OrganizationForm,
     RoleForm,
     SignupForm,
@@ -54,9 +58,11 @@ def signup(request: HttpRequest) -> HttpResponse:
                 _("Welcome to Suanli. Your organisation %(name)s is ready.") % {"name": organization.name},
             )
             next_url = request.GET.get("next", "")
-            return redirect(
-                next_url if next_url.startswith("/") and not next_url.startswith("//") else "accounts:dashboard"
+            # Django's own check: browsers read "/\\evil.example" as another site although it starts with one "/".
+            safe = url_has_allowed_host_and_scheme(
+                next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
             )
+            return redirect(next_url if next_url and safe else "accounts:dashboard")
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -97,7 +103,8 @@ def organization_settings(request: HttpRequest) -> HttpResponse:
             services.organization_update(organization=organization, actor=request.user, **form.cleaned_data)  # type: ignore[arg-type]
             messages.success(request, _("Saved."))
             return redirect("accounts:organization-settings")
-    return render(request, "accounts/settings_organization.html", {"form": form})
+    context = {"form": form, "can_manage": request.membership.has_role(Role.ADMIN)}  # type: ignore[attr-defined]
+    return render(request, "accounts/settings_organization.html", context)
 
 
 @require_http_methods(["GET", "POST"])
@@ -122,6 +129,7 @@ def members(request: HttpRequest) -> HttpResponse:
         "invitations": selectors.invitation_list_open(acting.organization),
         "role_choices": Role.choices,
         "can_manage": acting.has_role(Role.ADMIN),
+        "invitation_valid_days": settings.INVITATION_VALID_DAYS,
     }
     return render(request, "accounts/settings_members.html", context)
 
@@ -175,14 +183,18 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
         if not request.user.is_authenticated:
             return redirect(f"{request.path}")
         try:
-            membership = services.invitation_accept(token=token, user=request.user)  # type: ignore[arg-type]
+            membership = services.invitation_accept(token=token, user=request.user)
         except ApplicationError as exc:
             messages.error(request, str(exc.errors[0].message))
         else:
             request.session[SESSION_KEY] = str(membership.organization.public_id)
             messages.success(request, _("You joined %(name)s.") % {"name": membership.organization.name})
             return redirect("accounts:dashboard")
-    return render(request, "accounts/invitation_accept.html", {"invitation": invitation})
+    return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "token": token})
+
+
+# A new key's raw value waits here between the POST that created it and the page that shows it once.
+NEW_API_KEY_SESSION_KEY = "accounts.new_api_key"
 
 
 @require_http_methods(["GET", "POST"])
@@ -190,7 +202,6 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
 def api_keys(request: HttpRequest) -> HttpResponse:
     acting = request.membership  # type: ignore[attr-defined]
     form = ApiKeyForm(request.POST or None)
-    raw_key = None
     if request.method == "POST":
         if not acting.has_role(Role.ADMIN):
             return HttpResponse(status=403)
@@ -200,11 +211,20 @@ def api_keys(request: HttpRequest) -> HttpResponse:
             except ApplicationError as exc:
                 apply_application_error(form, exc)
             else:
-                form = ApiKeyForm()
+                # Post/redirect/get, so that reloading the page does not create a second key.
+                request.session[NEW_API_KEY_SESSION_KEY] = {
+                    "organization": str(acting.organization.public_id),
+                    "key": raw_key,
+                }
+                return redirect("accounts:api-keys")
+    new_key = request.session.pop(NEW_API_KEY_SESSION_KEY, None) if request.method == "GET" else None
+    shown_once = None
+    if new_key and new_key.get("organization") == str(acting.organization.public_id):
+        shown_once = new_key.get("key")
     context = {
         "form": form,
         "api_keys": selectors.api_key_list(acting.organization),
-        "raw_key": raw_key,
+        "raw_key": shown_once,
         "can_manage": acting.has_role(Role.ADMIN),
     }
     return render(request, "accounts/settings_api_keys.html", context)
@@ -218,6 +238,11 @@ def api_key_revoke(request: HttpRequest, api_key_id: UUID) -> HttpResponse:
     services.api_key_revoke(acting=acting, api_key=api_key)
     messages.success(request, _("API key revoked."))
     return redirect("accounts:api-keys")
+
+
+def _plain_number(value: Decimal) -> str:
+    """60.000 -> "60", 12.50 -> "12.5" (never "6E+1")."""
+    return format(value.normalize(), "f")
 
 
 def _parse_shareholders(text: str) -> list[ShareholderInput]:
@@ -252,7 +277,9 @@ def company_profile(request: HttpRequest) -> HttpResponse:
         initial = {
             field: getattr(profile, field) for field in CompanyProfileForm.base_fields if field != "shareholders"
         }
-        initial["shareholders"] = "\n".join(f"{h.name}, {h.uscc}, {h.share_pct}" for h in profile.shareholders.all())
+        initial["shareholders"] = "\n".join(
+            f"{h.name}, {h.uscc}, {_plain_number(h.share_pct)}" for h in profile.shareholders.all()
+        )
     form = CompanyProfileForm(request.POST or None, initial=initial)
     if request.method == "POST":
         if not acting.has_role(Role.ADMIN):
@@ -267,7 +294,8 @@ def company_profile(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(request, _("Company profile saved."))
                 return redirect("accounts:company-profile")
-    return render(request, "accounts/settings_company.html", {"form": form, "profile": profile})
+    context = {"form": form, "profile": profile, "can_manage": acting.has_role(Role.ADMIN)}
+    return render(request, "accounts/settings_company.html", context)
 
 
 @require_GET
@@ -282,3 +310,28 @@ def uscc_check(request: HttpRequest) -> HttpResponse:
         except ApplicationError as exc:
             error = str(exc.errors[0].message)
     return render(request, "accounts/settings_company.html#uscc-feedback", {"uscc_error": error, "uscc_value": value})
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_signup(request: HttpRequest, token: str) -> HttpResponse:
+    """Create an account from an invitation link and join the inviting organisation at once."""
+    invitation = selectors.invitation_get_by_token(token)
+    if request.user.is_authenticated:
+        return redirect("accounts:invitation-accept", token=token)
+    form = InvitedSignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user, membership = services.user_signup_invited(token=token, **form.cleaned_data)
+        except ApplicationError as exc:
+            apply_application_error(form, exc)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_KEY] = str(membership.organization.public_id)
+            messages.success(request, _("You joined %(name)s.") % {"name": membership.organization.name})
+            return redirect("accounts:dashboard")
+    context = {
+        "form": form,
+        "invitation": invitation,
+        "accept_path": reverse("accounts:invitation-accept", args=[token]),
+    }
+    return render(request, "accounts/invitation_signup.html", context)

@@ -236,6 +236,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 10.0},
     "usage-partitions": {"task": "metering.tasks.usage_partitions_ensure", "schedule": 6 * 3600.0},
+    "voucher-grants-expire": {"task": "vouchers.tasks.grant_expire_due", "schedule": 300.0},
 }
 # How long a publish may block when the broker is down before the outbox keeps the message for later: a
 # kombu retry policy (the keywords of Connection.ensure: max_retries, interval_start, interval_step, interval_max).

@@ -9,12 +9,16 @@ from core.tenancy import public
 
 api_v1 = [
     path("", include("accounts.apis")),
+    path("", include("marketplace.apis")),
     path("", include("metering.apis")),
+    path("", include("vouchers.apis")),
 ]
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("", include("marketplace.urls")),
     path("", include("metering.urls")),
+    path("", include("vouchers.urls")),
     path("i18n/setlang/", public(set_language), name="set_language"),
     path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),

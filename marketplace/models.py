@@ -1,1 +1,348 @@
-"""Models of the marketplace app (see DESIGN.md)."""
+"""Models of the marketplace app (see DESIGN.md §4.1-4.2): catalog, hubs, sites, pools, attestations."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Organization, OrganizationAPIKey, User
+from accounts.regions import province_choices
+from core.ids import PublicIdModel
+from marketplace import units
+
+# --- Catalog -------------------------------------------------------------------------------------------
+
+
+class SoftwareStack(models.TextChoices):
+    CUDA = "cuda", "CUDA"
+    ROCM = "rocm", "ROCm"
+    CANN = "cann", "CANN (Ascend)"
+    DTK = "dtk", "DTK (Hygon DCU)"
+    NEUWARE = "neuware", "Cambricon Neuware"
+    MUSA = "musa", "MUSA (Moore Threads)"
+    MXMACA = "mxmaca", "MXMACA (MetaX)"
+    BIRENSUPA = "birensupa", "BIRENSUPA (Biren)"
+    COREX = "corex", "CoreX (Iluvatar)"
+    XPU = "xpu", "XPU SDK (Kunlunxin)"
+    TOPSRIDER = "topsrider", "TopsRider (Enflame)"
+    OTHER = "other", _("Other")
+
+
+class AcceleratorModel(PublicIdModel):
+    """A catalog entry: datasheet peaks (dense, no sparsity). NULL means unknown, never a guess."""
+
+    vendor = models.CharField(_("vendor"), max_length=60)
+    name = models.CharField(_("model"), max_length=120)
+    form_factor = models.CharField(_("form factor"), max_length=60, blank=True)
+    fp64_tflops = models.DecimalField("FP64 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    fp32_tflops = models.DecimalField("FP32 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    tf32_tflops = models.DecimalField("TF32 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    bf16_tflops = models.DecimalField("BF16 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    fp16_tflops = models.DecimalField("FP16 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    fp8_tflops = models.DecimalField("FP8 TFLOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    int8_tops = models.DecimalField("INT8 TOPS", max_digits=10, decimal_places=3, null=True, blank=True)
+    memory_gb = models.DecimalField(_("memory (GB)"), max_digits=8, decimal_places=2, null=True, blank=True)
+    memory_bw_tbps = models.DecimalField(
+        _("memory bandwidth (TB/s)"), max_digits=8, decimal_places=4, null=True, blank=True
+    )
+    tdp_w = models.PositiveIntegerField(_("TDP (W)"), null=True, blank=True)
+    interconnect = models.CharField(_("interconnect"), max_length=300, blank=True)
+    domestic = models.BooleanField(_("domestic (国产)"), default=False)
+    software_stack = models.CharField(_("software stack"), max_length=20, choices=SoftwareStack.choices)
+    source_url = models.TextField(_("source"), blank=True, help_text=_("Where the datasheet figures come from."))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["vendor", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["vendor", "name"], name="accelerator_model_unique"),
+            *[
+                models.CheckConstraint(
+                    condition=Q(**{f"{f}__isnull": True}) | Q(**{f"{f}__gt": 0}), name=f"acc_{f}_pos"
+                )
+                for f in (
+                    "fp64_tflops",
+                    "fp32_tflops",
+                    "tf32_tflops",
+                    "bf16_tflops",
+                    "fp16_tflops",
+                    "fp8_tflops",
+                    "int8_tops",
+                    "memory_gb",
+                    "memory_bw_tbps",
+                )
+            ],
+        ]
+        verbose_name = _("accelerator model")
+        verbose_name_plural = _("accelerator models")
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.name}"
+
+    @property
+    def dense_tflops(self) -> Decimal | None:
+        """Datasheet dense FP16/BF16 peak (the SCU basis)."""
+        return units.dense_half_precision_peak(bf16_tflops=self.bf16_tflops, fp16_tflops=self.fp16_tflops)
+
+    def normalised(self) -> units.Normalised:
+        return units.normalise(datasheet_tflops=self.dense_tflops, datasheet_tbps=self.memory_bw_tbps)
+
+
+# --- 东数西算 hubs and clusters -------------------------------------------------------------------------
+
+
+class GridRegion(models.TextChoices):
+    NORTH = "north", _("North China grid")
+    NORTHEAST = "northeast", _("Northeast China grid")
+    EAST = "east", _("East China grid")
+    CENTRAL = "central", _("Central China grid")
+    NORTHWEST = "northwest", _("Northwest China grid")
+    SOUTHWEST = "southwest", _("Southwest China grid")
+    SOUTH = "south", _("China Southern grid")
+
+
+class Hub(models.Model):
+    """One of the 8 national hub nodes (国家枢纽节点) of 东数西算 (data/hubs.csv)."""
+
+    code = models.CharField(max_length=10, unique=True)
+    name_zh = models.CharField(max_length=40)
+    name_en = models.CharField(max_length=80)
+    side = models.CharField(max_length=4, choices=[("east", _("east (demand)")), ("west", _("west (base)"))])
+    grid_region = models.CharField(max_length=12, choices=GridRegion.choices)
+
+    class Meta:
+        ordering = ["code"]
+        verbose_name = _("hub")
+        verbose_name_plural = _("hubs")
+
+    def __str__(self) -> str:
+        return self.name_zh
+
+
+class Cluster(PublicIdModel):
+    """A data-centre cluster (数据中心集群) of a hub."""
+
+    hub = models.ForeignKey(Hub, on_delete=models.PROTECT, related_name="clusters")
+    name_zh = models.CharField(max_length=80, unique=True)
+    start_zone_zh = models.CharField(max_length=200, blank=True)
+    provinces = models.CharField(max_length=120, help_text="English province names, ';'-separated")
+    grid_region = models.CharField(max_length=12, choices=GridRegion.choices)
+    role = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["hub__code", "name_zh"]
+        verbose_name = _("cluster")
+        verbose_name_plural = _("clusters")
+
+    def __str__(self) -> str:
+        return f"{self.hub.name_zh} · {self.name_zh}"
+
+    @property
+    def province_names(self) -> list[str]:
+        return [p.strip() for p in self.provinces.split(";") if p.strip()]
+
+
+# --- Sites --------------------------------------------------------------------------------------------
+
+
+class LatencyTier(models.TextChoices):
+    CITY = "city", _("City (≤ 1 ms)")
+    REGIONAL = "regional", _("Regional (≤ 5 ms)")
+    CROSS_HUB = "cross_hub", _("Cross-hub (≤ 20 ms)")
+
+
+class SiteStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    SUSPENDED = "suspended", _("Suspended")
+
+
+PUE_MIN = Decimal("1.0")
+PUE_MAX = Decimal("3.0")
+
+
+class Site(PublicIdModel):
+    """A provider's data centre."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="sites")
+    name = models.CharField(_("name"), max_length=120)
+    province = models.CharField(_("province"), max_length=2, choices=province_choices())
+    city = models.CharField(_("city"), max_length=60)
+    hub = models.ForeignKey(Hub, on_delete=models.PROTECT, null=True, blank=True, related_name="sites")
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, null=True, blank=True, related_name="sites")
+    grid_region = models.CharField(_("grid region"), max_length=12, choices=GridRegion.choices)
+    pue = models.DecimalField(_("measured PUE"), max_digits=4, decimal_places=2)
+    pue_period_start = models.DateField(_("PUE measured from"), null=True, blank=True)
+    pue_period_end = models.DateField(_("PUE measured until"), null=True, blank=True)
+    green_share_pct = models.DecimalField(_("green-power share (%)"), max_digits=5, decimal_places=2, default=0)
+    latency_tier = models.CharField(_("latency tier"), max_length=12, choices=LatencyTier.choices)
+    dengbao_level = models.PositiveSmallIntegerField(_("等保 level"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=SiteStatus.choices, default=SiteStatus.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="site_name_unique_per_org"),
+            models.CheckConstraint(condition=Q(pue__gte=PUE_MIN, pue__lte=PUE_MAX), name="site_pue_range"),
+            models.CheckConstraint(
+                condition=Q(green_share_pct__gte=0, green_share_pct__lte=100), name="site_green_share_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(dengbao_level__isnull=True) | Q(dengbao_level__gte=1, dengbao_level__lte=5),
+                name="site_dengbao_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(pue_period_start__isnull=True)
+                | Q(pue_period_end__isnull=True)
+                | Q(pue_period_end__gte=F("pue_period_start")),
+                name="site_pue_period_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(cluster__isnull=True) | Q(hub__isnull=False), name="site_cluster_needs_hub"
+            ),
+        ]
+        verbose_name = _("site")
+        verbose_name_plural = _("sites")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+# --- Pools --------------------------------------------------------------------------------------------
+
+
+class PoolStatus(models.TextChoices):
+    DRAFT = "draft", _("Draft")
+    LISTED = "listed", _("Listed")
+    SUSPENDED = "suspended", _("Suspended")
+
+
+class Pool(PublicIdModel):
+    """Accelerators of one model at one site, sold together. ``organization`` is the site's operator."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="pools")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="pools")
+    accelerator_model = models.ForeignKey(AcceleratorModel, on_delete=models.PROTECT, related_name="pools")
+    name = models.CharField(_("name"), max_length=120)
+    accelerator_count = models.PositiveIntegerField(_("accelerators"))
+    interconnect = models.CharField(_("interconnect"), max_length=200, blank=True)
+    software_stack = models.CharField(_("software stack"), max_length=20, choices=SoftwareStack.choices)
+    status = models.CharField(_("status"), max_length=12, choices=PoolStatus.choices, default=PoolStatus.DRAFT)
+    # The accepted attestation the pool is rated on (the latest accepted one); None: datasheet, unverified.
+    current_attestation = models.ForeignKey(
+        "Attestation", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    verified = models.BooleanField(_("verified"), default=False)
+    retest_requested_at = models.DateTimeField(_("re-test requested"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "name"], name="pool_name_unique_per_site"),
+            models.CheckConstraint(condition=Q(accelerator_count__gt=0), name="pool_count_positive"),
+            models.CheckConstraint(
+                condition=Q(verified=True, current_attestation__isnull=False)
+                | Q(verified=False, current_attestation__isnull=True),
+                name="pool_verified_iff_attested",
+            ),
+        ]
+        verbose_name = _("pool")
+        verbose_name_plural = _("pools")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.accelerator_count} x {self.accelerator_model.name})"
+
+    def normalised(self) -> units.Normalised:
+        """Per-accelerator SCU/BWU/H100e, attested where the current attestation says, datasheet otherwise."""
+        attestation = self.current_attestation
+        return units.normalise(
+            datasheet_tflops=self.accelerator_model.dense_tflops,
+            datasheet_tbps=self.accelerator_model.memory_bw_tbps,
+            attested_tflops=attestation.measured_tflops if attestation else None,
+            attested_tbps=attestation.measured_bw_tbps if attestation else None,
+        )
+
+
+class PoolShare(models.Model):
+    """A revenue-share owner of a pool (合作分成). A pool's shares sum to exactly 100 (checked by the service)."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.CASCADE, related_name="shares")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="pool_shares")
+    share_pct = models.DecimalField(_("share (%)"), max_digits=5, decimal_places=2)
+
+    class Meta:
+        ordering = ["-share_pct", "organization__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "organization"], name="pool_share_unique_owner"),
+            models.CheckConstraint(condition=Q(share_pct__gt=0, share_pct__lte=100), name="pool_share_pct_range"),
+        ]
+        verbose_name = _("revenue share")
+        verbose_name_plural = _("revenue shares")
+
+    def __str__(self) -> str:
+        return f"{self.organization} {self.share_pct}%"
+
+
+# --- Attestations -------------------------------------------------------------------------------------
+
+
+class AttestationStatus(models.TextChoices):
+    ACCEPTED = "accepted", _("Accepted")
+    PENDING_REVIEW = "pending_review", _("Waiting for staff review")
+    REJECTED = "rejected", _("Rejected by staff")
+
+
+class AttestationSource(models.TextChoices):
+    PORTAL = "portal", _("Portal")
+    API = "api", _("API")
+
+
+class Attestation(PublicIdModel):
+    """Measured performance of a pool's accelerators (per accelerator), with the raw benchmark output."""
+
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="attestations")
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="attestations")
+    measured_tflops = models.DecimalField(_("measured dense FP16/BF16 TFLOPS"), max_digits=10, decimal_places=3)
+    measured_bw_tbps = models.DecimalField(_("measured memory bandwidth (TB/s)"), max_digits=8, decimal_places=4)
+    tokens_per_s = models.DecimalField(_("tokens/s"), max_digits=12, decimal_places=2, null=True, blank=True)
+    reference_model = models.CharField(_("reference model"), max_length=120, blank=True)
+    reference_latency_ms = models.PositiveIntegerField(_("at latency (ms)"), null=True, blank=True)
+    # Datasheet peaks at the time of the attestation, and measured / declared (None: the datasheet is silent).
+    declared_tflops = models.DecimalField(max_digits=10, decimal_places=3, null=True, blank=True)
+    declared_bw_tbps = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
+    tflops_ratio = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
+    bw_ratio = models.DecimalField(max_digits=8, decimal_places=4, null=True, blank=True)
+    formula_version = models.CharField(max_length=40, default=units.FORMULA_VERSION)
+    tool = models.CharField(_("tool"), max_length=200, blank=True)
+    raw_output = models.TextField(_("raw benchmark output"))
+    status = models.CharField(max_length=16, choices=AttestationStatus.choices, default=AttestationStatus.ACCEPTED)
+    retest = models.BooleanField(_("re-test"), default=False)
+    source = models.CharField(max_length=8, choices=AttestationSource.choices)
+    submitted_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    api_key = models.ForeignKey(OrganizationAPIKey, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    submitted_by_label = models.CharField(max_length=200)
+    reviewed_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    review_note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(measured_tflops__gt=0), name="attestation_tflops_positive"),
+            models.CheckConstraint(condition=Q(measured_bw_tbps__gt=0), name="attestation_bw_positive"),
+            models.CheckConstraint(
+                condition=Q(tokens_per_s__isnull=True) | Q(tokens_per_s__gt=0), name="attestation_tokens_positive"
+            ),
+        ]
+        verbose_name = _("attestation")
+        verbose_name_plural = _("attestations")
+
+    def __str__(self) -> str:
+        return f"{self.pool.name}: {self.measured_tflops} TFLOPS, {self.measured_bw_tbps} TB/s"

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.urls import path
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
@@ -124,12 +124,17 @@ class UsageBatchInput(serializers.Serializer):
     records = UsageRecordInput(many=True, help_text="1 to 10,000 records")
 
 
-class UsageCloudEventInput(serializers.Serializer):
-    specversion = serializers.CharField(default="1.0")
-    id = serializers.CharField(help_text="the record_id")
-    source = serializers.CharField()
-    type = serializers.CharField()
-    data = UsageRecordInput(help_text="the measures (record_id may be omitted)")
+# Fields named "source" and "data" would shadow Serializer attributes, so the event is declared inline.
+UsageCloudEventInput = inline_serializer(
+    name="UsageCloudEventInput",
+    fields={
+        "specversion": serializers.CharField(default="1.0"),
+        "id": serializers.CharField(help_text="the record_id"),
+        "source": serializers.CharField(),
+        "type": serializers.CharField(),
+        "data": UsageRecordInput(help_text="the measures (record_id may be omitted)"),
+    },
+)
 
 
 class RawBodyParser(BaseParser):
@@ -155,7 +160,7 @@ class UsageRecordsApi(APIView):
     @extend_schema(
         request={
             "application/json": UsageBatchInput,
-            "application/cloudevents-batch+json": UsageCloudEventInput(many=True),
+            "application/cloudevents-batch+json": serializers.ListSerializer(child=UsageCloudEventInput),
         },
         responses=IngestOutput,
         operation_id="metering_records_ingest",

@@ -56,9 +56,38 @@ def _signing_key(make_org: MakeOrg) -> tuple[Organization, str]:
     return organization, str(key.public_id)
 
 
+def _site(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.factories import make_site
+
+    organization = make_org("provider")
+    return organization, str(make_site(organization).public_id)
+
+
+def _pool(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.factories import make_pool, make_site
+
+    organization = make_org("provider")
+    return organization, str(make_pool(make_site(organization)).public_id)  # a draft: not publicly listed
+
+
+def _attestation(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.factories import make_attestation, make_pool, make_site
+
+    organization = make_org("provider")
+    return organization, str(make_attestation(make_pool(make_site(organization))).public_id)
+
+
 OBJECT_FACTORIES: dict[str, Factory] = {
     "membership_id": _membership,
     "invitation_id": _invitation,
     "api_key_id": _api_key,
+    "site_id": _site,
+    "pool_id": _pool,
+    "attestation_id": _attestation,
     "signing_key_id": _signing_key,
 }
+
+# Vouchers (tests/vouchers/tenancy_factories.py).
+from tests.vouchers.tenancy_factories import VOUCHER_FACTORIES  # noqa: E402
+
+OBJECT_FACTORIES.update(VOUCHER_FACTORIES)

@@ -657,3 +657,28 @@ def test_validate_uscc():
     with pytest.raises(ApplicationError) as exc:
         services.validate_uscc("91350100M000100Y42")
     assert exc.value.errors[0].field == "uscc"
+
+
+@pytest.mark.django_db
+def test_signup_from_an_invitation_joins_without_a_new_organisation(make_org, client):
+    from accounts.models import Membership, Organization
+    from accounts.services import invitation_create
+
+    org = make_org("buyer")
+    acting = Membership.objects.get(organization=org, user=org.owner)
+    _invitation, token = invitation_create(acting=acting, email="New.Colleague@example.com", role="member")
+    organizations_before = Organization.objects.count()
+    page = client.get(f"/invitations/{token}/signup/")
+    assert page.status_code == 200
+    assert "new.colleague@example.com" in page.content.decode()
+    response = client.post(
+        f"/invitations/{token}/signup/", {"full_name": "New Colleague", "password": "a-long-enough-passphrase"}
+    )
+    assert response.status_code == 302
+    assert Organization.objects.count() == organizations_before
+    membership = Membership.objects.get(user__email="new.colleague@example.com")
+    assert (membership.organization, membership.role) == (org, "member")
+    # The link is used up: a second sign-up with it finds nothing.
+    from django.test import Client
+
+    assert Client().get(f"/invitations/{token}/signup/").status_code == 404

@@ -1,0 +1,129 @@
+"""Staff tools: the catalog (staff add models), sites, pools (re-test requests), attestations (reviews)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+
+from core.errors import ApplicationError
+from marketplace import services
+from marketplace.models import AcceleratorModel, Attestation, AttestationStatus, Cluster, Hub, Pool, PoolShare, Site
+
+
+@admin.register(AcceleratorModel)
+class AcceleratorModelAdmin(admin.ModelAdmin):
+    list_display = [
+        "vendor",
+        "name",
+        "domestic",
+        "software_stack",
+        "bf16_tflops",
+        "fp16_tflops",
+        "memory_gb",
+        "memory_bw_tbps",
+    ]
+    list_filter = ["domestic", "vendor", "software_stack"]
+    search_fields = ["vendor", "name"]
+    readonly_fields = ["public_id", "created_at"]
+
+
+class ClusterInline(admin.TabularInline):
+    model = Cluster
+    extra = 0
+    fields = ["name_zh", "start_zone_zh", "provinces", "grid_region"]
+
+
+@admin.register(Hub)
+class HubAdmin(admin.ModelAdmin):
+    list_display = ["code", "name_zh", "name_en", "side", "grid_region"]
+    inlines = [ClusterInline]
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    list_display = ["name", "organization", "province", "cluster", "pue", "green_share_pct", "latency_tier", "status"]
+    list_filter = ["status", "province", "hub", "latency_tier"]
+    search_fields = ["name", "organization__name", "city"]
+    readonly_fields = ["public_id", "created_at", "updated_at"]
+    raw_id_fields = ["organization"]
+
+
+class PoolShareInline(admin.TabularInline):
+    model = PoolShare
+    extra = 0
+    raw_id_fields = ["organization"]
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "organization",
+        "site",
+        "accelerator_model",
+        "accelerator_count",
+        "status",
+        "verified",
+        "retest_requested_at",
+    ]
+    list_filter = ["status", "verified", "accelerator_model__vendor", "accelerator_model__domestic"]
+    search_fields = ["name", "organization__name", "site__name"]
+    readonly_fields = [
+        "public_id",
+        "current_attestation",
+        "verified",
+        "retest_requested_at",
+        "created_at",
+        "updated_at",
+    ]
+    raw_id_fields = ["organization", "site"]
+    inlines = [PoolShareInline]
+    actions = ["request_retest"]
+
+    @admin.action(description=_("Request a re-test (random re-attestation)"))
+    def request_retest(self, request: HttpRequest, queryset: QuerySet[Pool]) -> None:
+        for pool in queryset:
+            services.pool_request_retest(pool=pool, actor=request.user)  # type: ignore[arg-type]
+        self.message_user(request, _("Re-test requested for %(n)d pools.") % {"n": queryset.count()})
+
+
+@admin.register(Attestation)
+class AttestationAdmin(admin.ModelAdmin):
+    list_display = [
+        "pool",
+        "organization",
+        "measured_tflops",
+        "tflops_ratio",
+        "measured_bw_tbps",
+        "bw_ratio",
+        "status",
+        "source",
+        "created_at",
+    ]
+    list_filter = ["status", "source", "retest"]
+    search_fields = ["pool__name", "organization__name"]
+    readonly_fields = [f.name for f in Attestation._meta.fields]
+    actions = ["accept", "reject"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def _review(self, request: HttpRequest, queryset: QuerySet[Attestation], accept: bool) -> None:
+        done = 0
+        for attestation in queryset.filter(status=AttestationStatus.PENDING_REVIEW):
+            try:
+                services.attestation_review(attestation=attestation, actor=request.user, accept=accept)  # type: ignore[arg-type]
+                done += 1
+            except ApplicationError as exc:
+                self.message_user(request, str(exc.errors[0].message), messages.ERROR)
+        self.message_user(request, _("%(n)d attestations reviewed.") % {"n": done})
+
+    @admin.action(description=_("Accept flagged attestations (rates the pool)"))
+    def accept(self, request: HttpRequest, queryset: QuerySet[Attestation]) -> None:
+        self._review(request, queryset, True)
+
+    @admin.action(description=_("Reject flagged attestations"))
+    def reject(self, request: HttpRequest, queryset: QuerySet[Attestation]) -> None:
+        self._review(request, queryset, False)

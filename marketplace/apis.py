@@ -1,0 +1,395 @@
+"""Supply API (/api/v1/): the public accelerator catalog and pool listings, a provider's own sites and pools,
+and attestation submission. Views parse, call one service or selector, and render."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.urls import path
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiScope, OrganizationAPIKey, OrganizationKind
+from core.idempotency import idempotent
+from core.tenancy import public
+from marketplace import selectors, services, units
+from marketplace.models import AcceleratorModel, Attestation, Pool, Site
+
+# --- Output ---------------------------------------------------------------------------------------------
+
+
+class FigureOutput(serializers.Serializer):
+    value = serializers.CharField(help_text="Decimal, per accelerator-hour (or per pool-hour in *_total)")
+    unit = serializers.ChoiceField(choices=[u.value for u in units.Unit])
+    basis = serializers.ChoiceField(choices=[b.value for b in units.Basis])
+    formula_version = serializers.CharField()
+
+
+class NormalisedOutput(serializers.Serializer):
+    scu = FigureOutput(allow_null=True)
+    bwu = FigureOutput(allow_null=True)
+    h100e = FigureOutput(allow_null=True, help_text="H100 SXM5 equivalents: for familiarity only")
+
+
+def normalised_dict(normalised: units.Normalised) -> dict[str, Any]:
+    return {
+        "scu": normalised.scu.as_dict() if normalised.scu else None,
+        "bwu": normalised.bwu.as_dict() if normalised.bwu else None,
+        "h100e": normalised.h100e.as_dict() if normalised.h100e else None,
+    }
+
+
+class AcceleratorModelOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    model = serializers.CharField(source="name")
+    dense_fp16_bf16_tflops = serializers.DecimalField(
+        source="dense_tflops", max_digits=10, decimal_places=3, allow_null=True
+    )
+    standard_units = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AcceleratorModel
+        fields = [
+            "id",
+            "vendor",
+            "model",
+            "form_factor",
+            "domestic",
+            "software_stack",
+            "fp64_tflops",
+            "fp32_tflops",
+            "tf32_tflops",
+            "bf16_tflops",
+            "fp16_tflops",
+            "fp8_tflops",
+            "int8_tops",
+            "dense_fp16_bf16_tflops",
+            "memory_gb",
+            "memory_bw_tbps",
+            "tdp_w",
+            "interconnect",
+            "source_url",
+            "standard_units",
+        ]
+
+    @extend_schema(responses=NormalisedOutput)
+    def get_standard_units(self, obj: AcceleratorModel) -> dict[str, Any]:
+        return normalised_dict(obj.normalised())
+
+
+class SiteOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    hub = serializers.CharField(source="hub.code", allow_null=True, default=None)
+    cluster = serializers.CharField(source="cluster.name_zh", allow_null=True, default=None)
+
+    class Meta:
+        model = Site
+        fields = [
+            "id",
+            "name",
+            "province",
+            "city",
+            "hub",
+            "cluster",
+            "grid_region",
+            "pue",
+            "pue_period_start",
+            "pue_period_end",
+            "green_share_pct",
+            "latency_tier",
+            "dengbao_level",
+            "status",
+            "created_at",
+        ]
+
+
+class ShareOutput(serializers.Serializer):
+    organization = serializers.UUIDField(source="organization.public_id")
+    name = serializers.CharField(source="organization.name")
+    share_pct = serializers.DecimalField(max_digits=5, decimal_places=2)
+
+
+class PoolListingOutput(serializers.ModelSerializer):
+    """What everyone may see of a listed pool."""
+
+    id = serializers.UUIDField(source="public_id")
+    provider = serializers.CharField(source="organization.name")
+    accelerator_model = serializers.UUIDField(source="accelerator_model.public_id")
+    accelerator_model_name = serializers.CharField(source="accelerator_model.__str__")
+    domestic = serializers.BooleanField(source="accelerator_model.domestic")
+    province = serializers.CharField(source="site.province")
+    hub = serializers.CharField(source="site.hub.code", allow_null=True, default=None)
+    grid_region = serializers.CharField(source="site.grid_region")
+    pue = serializers.DecimalField(source="site.pue", max_digits=4, decimal_places=2)
+    green_share_pct = serializers.DecimalField(source="site.green_share_pct", max_digits=5, decimal_places=2)
+    latency_tier = serializers.CharField(source="site.latency_tier")
+    standard_units = serializers.SerializerMethodField(help_text="per accelerator-hour")
+    standard_units_total = serializers.SerializerMethodField(help_text="for the whole pool per hour")
+
+    class Meta:
+        model = Pool
+        fields = [
+            "id",
+            "name",
+            "provider",
+            "accelerator_model",
+            "accelerator_model_name",
+            "domestic",
+            "accelerator_count",
+            "interconnect",
+            "software_stack",
+            "verified",
+            "province",
+            "hub",
+            "grid_region",
+            "pue",
+            "green_share_pct",
+            "latency_tier",
+            "standard_units",
+            "standard_units_total",
+        ]
+
+    @extend_schema(responses=NormalisedOutput)
+    def get_standard_units(self, obj: Pool) -> dict[str, Any]:
+        return normalised_dict(obj.normalised())
+
+    @extend_schema(responses=NormalisedOutput)
+    def get_standard_units_total(self, obj: Pool) -> dict[str, Any]:
+        return normalised_dict(obj.normalised().for_count(obj.accelerator_count))
+
+
+class PoolOutput(PoolListingOutput):
+    """A provider's own pool: the listing fields and everything else."""
+
+    site = serializers.UUIDField(source="site.public_id")
+    current_attestation = serializers.UUIDField(source="current_attestation.public_id", allow_null=True, default=None)
+    shares = ShareOutput(many=True)
+
+    class Meta(PoolListingOutput.Meta):
+        fields = [
+            *PoolListingOutput.Meta.fields,
+            "site",
+            "status",
+            "current_attestation",
+            "retest_requested_at",
+            "shares",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class AttestationOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    pool = serializers.UUIDField(source="pool.public_id")
+    standard_units = serializers.SerializerMethodField(help_text="per accelerator-hour, from these figures")
+
+    class Meta:
+        model = Attestation
+        fields = [
+            "id",
+            "pool",
+            "status",
+            "measured_tflops",
+            "measured_bw_tbps",
+            "tokens_per_s",
+            "reference_model",
+            "reference_latency_ms",
+            "declared_tflops",
+            "declared_bw_tbps",
+            "tflops_ratio",
+            "bw_ratio",
+            "formula_version",
+            "tool",
+            "raw_output",
+            "retest",
+            "source",
+            "submitted_by_label",
+            "created_at",
+            "standard_units",
+        ]
+
+    @extend_schema(responses=NormalisedOutput)
+    def get_standard_units(self, obj: Attestation) -> dict[str, Any]:
+        return normalised_dict(
+            units.normalise(
+                datasheet_tflops=None,
+                datasheet_tbps=None,
+                attested_tflops=obj.measured_tflops,
+                attested_tbps=obj.measured_bw_tbps,
+            )
+        )
+
+
+# --- Input ----------------------------------------------------------------------------------------------
+
+
+class AttestationInputSerializer(serializers.Serializer):
+    measured_tflops = serializers.DecimalField(
+        max_digits=10, decimal_places=3, help_text="dense FP16/BF16 TFLOPS per accelerator (GEMM)"
+    )
+    measured_bw_tbps = serializers.DecimalField(max_digits=8, decimal_places=4, help_text="memory bandwidth, TB/s")
+    raw_output = serializers.CharField(trim_whitespace=False, max_length=services.MAX_RAW_OUTPUT)
+    tokens_per_s = serializers.DecimalField(max_digits=12, decimal_places=2, required=False, allow_null=True)
+    reference_model = serializers.CharField(required=False, allow_blank=True, max_length=120, default="")
+    reference_latency_ms = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    tool = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+    request_review = serializers.BooleanField(
+        required=False, default=False, help_text="send figures above 1.5 x the datasheet to staff review"
+    )
+
+
+# --- Views ----------------------------------------------------------------------------------------------
+
+
+class CatalogPagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+class PublicApiView(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes: list[Any] = []
+
+
+class AcceleratorListApi(PublicApiView):
+    """The accelerator catalog: datasheet peaks (dense, no sparsity; null = unknown) and standard units."""
+
+    @extend_schema(
+        responses=AcceleratorModelOutput(many=True),
+        parameters=[
+            OpenApiParameter("vendor", str, description="exact vendor name, e.g. Huawei"),
+            OpenApiParameter("domestic", bool, description="国产 only (true) or foreign only (false)"),
+        ],
+        operation_id="catalog_accelerators_list",
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        domestic = request.query_params.get("domestic")
+        models = selectors.accelerator_model_list(
+            vendor=request.query_params.get("vendor") or None,
+            domestic=None if domestic is None else domestic.lower() in ("1", "true", "yes"),
+        )
+        return Response(AcceleratorModelOutput(models, many=True).data)
+
+
+class AcceleratorDetailApi(PublicApiView):
+    @extend_schema(responses=AcceleratorModelOutput, operation_id="catalog_accelerators_retrieve", auth=[])
+    def get(self, request: Request, model_id: UUID) -> Response:
+        return Response(AcceleratorModelOutput(selectors.accelerator_model_get(model_id)).data)
+
+
+class PoolListingListApi(PublicApiView):
+    """Listed pools of every provider, verified first; only their public listing fields."""
+
+    pagination_class = CatalogPagination
+
+    @extend_schema(responses=PoolListingOutput(many=True), operation_id="listings_pools_list", auth=[])
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.pool_listing_list(), request, view=self)
+        return paginator.get_paginated_response(PoolListingOutput(page, many=True).data)
+
+
+class PoolListingDetailApi(PublicApiView):
+    @extend_schema(responses=PoolListingOutput, operation_id="listings_pools_retrieve", auth=[])
+    def get(self, request: Request, pool_id: UUID) -> Response:
+        return Response(PoolListingOutput(selectors.pool_listing_get(pool_id)).data)
+
+
+class ProviderApiView(APIView):
+    organization_kinds = [OrganizationKind.PROVIDER]
+
+
+class SiteListApi(ProviderApiView):
+    """Your organisation's sites (data centres)."""
+
+    @extend_schema(responses=SiteOutput(many=True), operation_id="sites_list")
+    def get(self, request: Request) -> Response:
+        return Response(SiteOutput(selectors.site_list(request.organization), many=True).data)  # type: ignore[attr-defined]
+
+
+class SiteDetailApi(ProviderApiView):
+    @extend_schema(responses=SiteOutput, operation_id="sites_retrieve")
+    def get(self, request: Request, site_id: UUID) -> Response:
+        return Response(SiteOutput(selectors.site_get(request.organization, site_id)).data)  # type: ignore[attr-defined]
+
+
+class PoolListApi(ProviderApiView):
+    """Your organisation's pools, with revenue shares and standard units."""
+
+    @extend_schema(responses=PoolOutput(many=True), operation_id="pools_list")
+    def get(self, request: Request) -> Response:
+        return Response(PoolOutput(selectors.pool_list(request.organization), many=True).data)  # type: ignore[attr-defined]
+
+
+class PoolDetailApi(ProviderApiView):
+    @extend_schema(responses=PoolOutput, operation_id="pools_retrieve")
+    def get(self, request: Request, pool_id: UUID) -> Response:
+        return Response(PoolOutput(selectors.pool_get(request.organization, pool_id)).data)  # type: ignore[attr-defined]
+
+
+class PoolAttestationsApi(ProviderApiView):
+    """A pool's attestation history (GET) and a new attestation (POST, scope supply:write).
+
+    Figures above 1.5 x the datasheet peak are refused (400, code ``above_datasheet``) unless
+    ``request_review`` is true; then they are stored as ``pending_review`` and do not rate the pool until
+    platform staff accept them. Send an ``Idempotency-Key`` header to retry safely."""
+
+    def get_permissions(self) -> Any:
+        self.required_scopes = [ApiScope.SUPPLY_WRITE] if self.request.method == "POST" else []
+        return super().get_permissions()
+
+    @extend_schema(responses=AttestationOutput(many=True), operation_id="pools_attestations_list")
+    def get(self, request: Request, pool_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        pool = selectors.pool_get(organization, pool_id)
+        return Response(AttestationOutput(selectors.attestation_list(organization, pool=pool), many=True).data)
+
+    @extend_schema(
+        request=AttestationInputSerializer,
+        responses={201: AttestationOutput},
+        operation_id="pools_attestations_create",
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)],
+    )
+    def post(self, request: Request, pool_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        pool = selectors.pool_get(organization, pool_id)
+
+        def handler() -> Response:
+            serializer = AttestationInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            attestation = services.attestation_submit(
+                organization=organization,
+                pool=pool,
+                data=services.AttestationInput(**serializer.validated_data),
+                api_key=request.auth if isinstance(request.auth, OrganizationAPIKey) else None,
+            )
+            return Response(AttestationOutput(attestation).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class AttestationDetailApi(ProviderApiView):
+    @extend_schema(responses=AttestationOutput, operation_id="attestations_retrieve")
+    def get(self, request: Request, attestation_id: UUID) -> Response:
+        attestation = selectors.attestation_get(request.organization, attestation_id)  # type: ignore[attr-defined]
+        return Response(AttestationOutput(attestation).data)
+
+
+urlpatterns = [
+    path("catalog/accelerators", public(AcceleratorListApi.as_view()), name="accelerator-list"),
+    path("catalog/accelerators/<uuid:model_id>", public(AcceleratorDetailApi.as_view()), name="accelerator-detail"),
+    path("listings/pools", public(PoolListingListApi.as_view()), name="pool-listing-list"),
+    path("listings/pools/<uuid:pool_id>", public(PoolListingDetailApi.as_view()), name="pool-listing-detail"),
+    path("sites", SiteListApi.as_view(), name="site-list"),
+    path("sites/<uuid:site_id>", SiteDetailApi.as_view(), name="site-detail"),
+    path("pools", PoolListApi.as_view(), name="pool-list"),
+    path("pools/<uuid:pool_id>", PoolDetailApi.as_view(), name="pool-detail"),
+    path("pools/<uuid:pool_id>/attestations", PoolAttestationsApi.as_view(), name="pool-attestations"),
+    path("attestations/<uuid:attestation_id>", AttestationDetailApi.as_view(), name="attestation-detail"),
+]

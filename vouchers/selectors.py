@@ -1,0 +1,472 @@
+"""Reads of the vouchers app. Every read that returns tenant data takes the organisation it is for."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
+
+from accounts.models import CompanyProfile, Organization, OrganizationKind
+from core.timeutils import ensure_utc, utcnow
+from vouchers import rules
+from vouchers.models import (
+    OPEN_APPLICATION_STATUSES,
+    Application,
+    ApplicationStatus,
+    Attachment,
+    FirmYearUsage,
+    Grant,
+    GrantStatus,
+    Program,
+    ProgramStatus,
+    Redemption,
+    RedemptionLine,
+    SettlementStatus,
+)
+
+# --- Facts for the rules ----------------------------------------------------------------------------------
+
+
+def program_terms(program: Program) -> rules.ProgramTerms:
+    allowed: frozenset[int] = frozenset()
+    if program.restrict_providers and program.pk:
+        allowed = frozenset(program.allowed_providers.values_list("pk", flat=True))
+    return rules.ProgramTerms(
+        currency=program.currency,
+        status=program.status,
+        valid_from=program.valid_from,
+        valid_until=program.valid_until,
+        budget_minor=program.budget_minor,
+        committed_minor=program.committed_minor,
+        ratio_domestic=program.ratio_domestic,
+        ratio_other=program.ratio_other,
+        ratio_startup=program.ratio_startup,
+        ratio_sme=program.ratio_sme,
+        startup_max_age_years=program.startup_max_age_years,
+        cap_per_application_minor=program.cap_per_application_minor,
+        cap_per_firm_year_minor=program.cap_per_firm_year_minor,
+        eligible_provinces=tuple(program.eligible_provinces),
+        eligible_cities=tuple(program.eligible_cities),
+        eligible_size_classes=tuple(program.eligible_size_classes),
+        eligible_industries=tuple(program.eligible_industries),
+        restrict_providers=program.restrict_providers,
+        allowed_provider_ids=allowed,
+        compute_only=program.compute_only,
+        stacking_allowed=program.stacking_allowed,
+    )
+
+
+def _facts(profile: CompanyProfile) -> rules.FirmFacts:
+    return rules.FirmFacts(
+        uscc=profile.uscc,
+        legal_representative=profile.legal_representative,
+        province=profile.registered_province,
+        city=profile.registered_city,
+        size_class=profile.size_class,
+        industry=profile.industry,
+        founded_on=profile.founded_on,
+        shareholders=tuple(rules.Holder(h.name, h.uscc) for h in profile.shareholders.all()),
+    )
+
+
+def firm_facts(organization: Organization) -> rules.FirmFacts | None:
+    profile = CompanyProfile.objects.filter(organization=organization).prefetch_related("shareholders").first()
+    return _facts(profile) if profile else None
+
+
+def firm_facts_map(organization_ids: Iterable[int]) -> dict[int, rules.FirmFacts]:
+    profiles = CompanyProfile.objects.filter(organization_id__in=list(organization_ids)).prefetch_related(
+        "shareholders"
+    )
+    return {p.organization_id: _facts(p) for p in profiles}
+
+
+def allowed_provider_ids(program_ids: Iterable[int]) -> dict[int, set[int]]:
+    through = Program.allowed_providers.through
+    out: dict[int, set[int]] = defaultdict(set)
+    for program_id, organization_id in through.objects.filter(program_id__in=list(program_ids)).values_list(
+        "program_id", "organization_id"
+    ):
+        out[program_id].add(organization_id)
+    return out
+
+
+def annual_used_minor(*, program: Program, buyer: Organization, at: datetime) -> int:
+    row = FirmYearUsage.objects.filter(program=program, buyer=buyer, year=rules.fiscal_year(at)).first()
+    return row.used_minor if row else 0
+
+
+def annual_used_or_committed_minor(*, program: Program, buyer: Organization, at: datetime) -> int:
+    """Redeemed this year plus what the firm's active grants of the programme still hold: what a new grant
+    would have to fit beside under the annual cap."""
+    outstanding = Grant.objects.filter(program=program, buyer=buyer, status=GrantStatus.ACTIVE).aggregate(
+        left=Coalesce(Sum("amount_minor"), 0) - Coalesce(Sum("redeemed_minor"), 0)
+    )["left"]
+    return annual_used_minor(program=program, buyer=buyer, at=at) + int(outstanding or 0)
+
+
+# --- Programmes -------------------------------------------------------------------------------------------
+
+
+def program_list_for_issuer(issuer: Organization) -> QuerySet[Program]:
+    return Program.objects.filter(issuer=issuer).annotate(
+        pending_count=Count("applications", filter=Q(applications__status__in=OPEN_APPLICATION_STATUSES))
+    )
+
+
+def program_get_for_issuer(issuer: Organization, public_id: UUID) -> Program:
+    return get_object_or_404(Program.objects.filter(issuer=issuer), public_id=public_id)
+
+
+def program_list_open() -> QuerySet[Program]:
+    """Programmes a buyer may look at: open or recently closed, every issuer's (they are public policy)."""
+    return Program.objects.filter(status=ProgramStatus.OPEN).select_related("issuer")
+
+
+def program_get_open(public_id: UUID | str) -> Program:
+    return get_object_or_404(program_list_open(), public_id=public_id)
+
+
+@dataclass(frozen=True)
+class ProgramForBuyer:
+    program: Program
+    problems: list[rules.Problem]
+    used_minor: int
+
+    @property
+    def eligible(self) -> bool:
+        return not self.problems
+
+
+def program_list_for_buyer(buyer: Organization, *, at: datetime | None = None) -> list[ProgramForBuyer]:
+    """Every open programme with the reasons this buyer may not apply (none: it may)."""
+    at = ensure_utc(at or utcnow())
+    facts = firm_facts(buyer)
+    open_apps = set(
+        Application.objects.filter(buyer=buyer, status__in=OPEN_APPLICATION_STATUSES).values_list(
+            "program_id", flat=True
+        )
+    )
+    out = []
+    for program in program_list_open():
+        terms = program_terms(program)
+        problems = rules.program_problems(terms, at) + rules.firm_problems(terms, facts)
+        used = annual_used_or_committed_minor(program=program, buyer=buyer, at=at)
+        if terms.cap_per_firm_year_minor is not None and used >= terms.cap_per_firm_year_minor:
+            problems.append(rules.Problem("annual_cap_reached", _("You have reached this year's cap.")))
+        if program.pk in open_apps:
+            problems.append(rules.Problem("application_open", _("You have an open application to it.")))
+        out.append(ProgramForBuyer(program, problems, used))
+    return out
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    budget_minor: int
+    committed_minor: int
+    redeemed_minor: int
+    paid_minor: int
+    pending_minor: int
+    grants_active: int
+    applications_open: int
+
+
+def program_stats(program: Program) -> ProgramStats:
+    redemptions = Redemption.objects.filter(program=program)
+    paid = redemptions.filter(settlement_status=SettlementStatus.PAID).aggregate(
+        s=Coalesce(Sum("amount_minor"), 0) - Coalesce(Sum("released_minor"), 0)
+    )["s"]
+    pending = redemptions.filter(settlement_status=SettlementStatus.PENDING).aggregate(
+        s=Coalesce(Sum("amount_minor"), 0) - Coalesce(Sum("released_minor"), 0)
+    )["s"]
+    return ProgramStats(
+        budget_minor=program.budget_minor,
+        committed_minor=program.committed_minor,
+        redeemed_minor=program.redeemed_minor,
+        paid_minor=int(paid or 0),
+        pending_minor=int(pending or 0),
+        grants_active=program.grants.filter(status=GrantStatus.ACTIVE).count(),
+        applications_open=program.applications.filter(status__in=OPEN_APPLICATION_STATUSES).count(),
+    )
+
+
+def program_burn_down(program: Program, *, today: date | None = None) -> dict[str, list[Any]]:
+    """Daily series for the burn-down chart: budget not yet redeemed, and not yet committed to grants
+    (approximated by grant creation dates and amounts less what closed grants returned)."""
+    zone = rules.FISCAL_ZONE
+    start = program.valid_from.astimezone(zone).date()
+    end = min(program.valid_until.astimezone(zone).date(), today or utcnow().astimezone(zone).date())
+    if end < start:
+        end = start
+    redeemed: dict[date, int] = defaultdict(int)
+    for row in (
+        Redemption.objects.filter(program=program)
+        .annotate(day=TruncDate("reserved_at", tzinfo=zone))
+        .values("day")
+        .annotate(s=Sum("amount_minor"))
+    ):
+        redeemed[row["day"]] += int(row["s"])
+    for release in (
+        Redemption.objects.filter(program=program, released_minor__gt=0)
+        .annotate(day=TruncDate("released_at", tzinfo=zone))
+        .values("day")
+        .annotate(s=Sum("released_minor"))
+    ):
+        redeemed[release["day"]] -= int(release["s"])
+    committed: dict[date, int] = defaultdict(int)
+    for grant in Grant.objects.filter(program=program).only(
+        "created_at", "closed_at", "amount_minor", "returned_minor"
+    ):
+        committed[grant.created_at.astimezone(zone).date()] += grant.amount_minor
+        if grant.closed_at:
+            committed[grant.closed_at.astimezone(zone).date()] -= grant.returned_minor
+    days, left, uncommitted = [], [], []
+    running_redeemed = sum(v for d, v in redeemed.items() if d < start)
+    running_committed = sum(v for d, v in committed.items() if d < start)
+    step = max((end - start).days // 120, 1)
+    day = start
+    while day <= end:
+        running_redeemed += redeemed.get(day, 0)
+        running_committed += committed.get(day, 0)
+        if (day - start).days % step == 0 or day == end:
+            days.append(day.isoformat())
+            left.append(program.budget_minor - running_redeemed)
+            uncommitted.append(program.budget_minor - running_committed)
+        day += timedelta(days=1)
+    return {"days": days, "left_minor": left, "uncommitted_minor": uncommitted}
+
+
+def redemption_breakdown(program: Program) -> dict[str, list[dict[str, Any]]]:
+    """Subsidy by buyer, by provider and by chip origin (net of releases for buyers)."""
+    by_buyer = list(
+        Redemption.objects.filter(program=program)
+        .values("buyer__name")
+        .annotate(amount=Sum("amount_minor") - Sum("released_minor"), invoices=Count("id"))
+        .order_by("-amount")
+    )
+    by_provider = list(
+        RedemptionLine.objects.filter(redemption__program=program)
+        .values("provider__name")
+        .annotate(amount=Sum("subsidy_minor"), lines=Count("id"))
+        .order_by("-amount")
+    )
+    by_origin = list(
+        RedemptionLine.objects.filter(redemption__program=program)
+        .values("chip_domestic")
+        .annotate(amount=Sum("subsidy_minor"), lines=Count("id"))
+        .order_by("-chip_domestic")
+    )
+    return {
+        "buyer": list(map(dict, by_buyer)),
+        "provider": list(map(dict, by_provider)),
+        "origin": list(map(dict, by_origin)),
+    }
+
+
+# --- Applications -----------------------------------------------------------------------------------------
+
+
+def application_list_for_issuer(issuer: Organization, *, status: str | None = None) -> QuerySet[Application]:
+    qs = Application.objects.filter(program__issuer=issuer).select_related("program", "buyer")
+    if status == "open":
+        qs = qs.filter(status__in=OPEN_APPLICATION_STATUSES)
+    elif status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def application_get_for_issuer(issuer: Organization, public_id: UUID) -> Application:
+    return get_object_or_404(application_list_for_issuer(issuer), public_id=public_id)
+
+
+def application_list_for_buyer(buyer: Organization) -> QuerySet[Application]:
+    return Application.objects.filter(buyer=buyer).select_related("program", "program__issuer")
+
+
+def application_get_for_buyer(buyer: Organization, public_id: UUID) -> Application:
+    return get_object_or_404(application_list_for_buyer(buyer), public_id=public_id)
+
+
+def attachment_get(organization: Organization, public_id: UUID) -> Attachment:
+    """An attachment for the applicant or the programme's issuer; anyone else gets a 404."""
+    qs = Attachment.objects.filter(Q(application__buyer=organization) | Q(application__program__issuer=organization))
+    return get_object_or_404(qs, public_id=public_id)
+
+
+def application_review_checks(application: Application, *, at: datetime | None = None) -> list[rules.Check]:
+    at = ensure_utc(at or utcnow())
+    program = application.program
+    terms = program_terms(program)
+    firm = firm_facts(application.buyer)
+    providers = list(application.planned_providers.all())
+    facts = firm_facts_map([p.pk for p in providers])
+    duplicates: list[str] = []
+    other_grants = Grant.objects.filter(buyer=application.buyer, status=GrantStatus.ACTIVE).select_related("program")
+    other_grants = other_grants.exclude(application=application)
+    for grant in other_grants:
+        same_ref = application.contract_reference and (
+            grant.application.contract_reference.casefold() == application.contract_reference.casefold()
+        )
+        if same_ref or grant.program.voucher_type == program.voucher_type:
+            duplicates.append(
+                _("Active grant in “%(program)s” (%(reference)s)")
+                % {"program": grant.program.name, "reference": grant.application.contract_reference or "-"}
+            )
+    if application.contract_reference:
+        for other in (
+            Application.objects.filter(
+                buyer=application.buyer,
+                contract_reference__iexact=application.contract_reference,
+                status__in=OPEN_APPLICATION_STATUSES,
+            )
+            .exclude(pk=application.pk)
+            .select_related("program")
+        ):
+            duplicates.append(
+                _("Open application for the same contract in “%(program)s”") % {"program": other.program.name}
+            )
+    used = annual_used_or_committed_minor(program=program, buyer=application.buyer, at=at)
+    return rules.review_checks(
+        terms=terms,
+        firm=firm,
+        at=at,
+        requested_minor=application.requested_minor,
+        annual_used_minor=used,
+        providers=[(p.name, p.pk, facts.get(p.pk)) for p in providers],
+        duplicates=duplicates,
+    )
+
+
+def provider_choices() -> QuerySet[Organization]:
+    return Organization.objects.filter(kind=OrganizationKind.PROVIDER).order_by("name")
+
+
+# --- Grants and redemptions -------------------------------------------------------------------------------
+
+
+def grant_list_for_issuer(issuer: Organization, *, program: Program | None = None) -> QuerySet[Grant]:
+    qs = Grant.objects.filter(program__issuer=issuer).select_related("program", "buyer")
+    return qs.filter(program=program) if program else qs
+
+
+def grant_get_for_issuer(issuer: Organization, public_id: UUID) -> Grant:
+    return get_object_or_404(grant_list_for_issuer(issuer), public_id=public_id)
+
+
+def grant_list_for_buyer(buyer: Organization) -> QuerySet[Grant]:
+    return Grant.objects.filter(buyer=buyer).select_related("program", "program__issuer")
+
+
+def redemption_list_for_issuer(
+    issuer: Organization, *, program: Program | None = None, settlement_status: str | None = None
+) -> QuerySet[Redemption]:
+    qs = (
+        Redemption.objects.filter(program__issuer=issuer)
+        .select_related("program", "buyer", "grant")
+        .prefetch_related("lines__provider")
+    )
+    if program is not None:
+        qs = qs.filter(program=program)
+    if settlement_status:
+        qs = qs.filter(settlement_status=settlement_status)
+    return qs
+
+
+def redemption_get_for_issuer(issuer: Organization, public_id: UUID) -> Redemption:
+    return get_object_or_404(redemption_list_for_issuer(issuer), public_id=public_id)
+
+
+def redemption_list_for_buyer(buyer: Organization) -> QuerySet[Redemption]:
+    return Redemption.objects.filter(buyer=buyer).select_related("program")
+
+
+def payee_name(redemption: Redemption) -> str:
+    """Who the bureau pays: the buyer (reimbursement), the provider(s) (direct), or the platform that deducted
+    the subsidy at checkout."""
+    if redemption.settlement_mode == "pay_provider":
+        return "、".join(sorted({line.provider.name for line in redemption.lines.all()}))
+    if redemption.settlement_mode == "deduct_at_checkout":
+        return "platform"
+    return redemption.buyer.name
+
+
+def grant_states(
+    *,
+    grants: list[Grant],
+    programs: dict[int, Program],
+    usage: dict[int, tuple[int, int | None]],
+    buyer_facts: rules.FirmFacts | None,
+    allowed: dict[int, set[int]],
+    at: datetime,
+) -> list[rules.GrantState]:
+    """The grants as the subsidy formula sees them. ``usage``: programme id -> (used this year, annual cap)."""
+    states = []
+    for grant in grants:
+        program = programs[grant.program_id]
+        domestic, other = rules.effective_ratios(program_terms(program), buyer_facts, at)
+        used, cap = usage.get(program.pk, (0, program.cap_per_firm_year_minor))
+        cap_app = program.cap_per_application_minor
+        states.append(
+            rules.GrantState(
+                grant_id=grant.pk,
+                program_id=program.pk,
+                currency=program.currency,
+                ratio_domestic=domestic,
+                ratio_other=other,
+                grant_left_minor=grant.amount_minor - grant.redeemed_minor,
+                program_left_minor=program.budget_minor - program.redeemed_minor,
+                annual_left_minor=None if cap is None else cap - used,
+                cap_per_application_left_minor=None if cap_app is None else cap_app - grant.redeemed_minor,
+                compute_only=program.compute_only,
+                stacking_allowed=program.stacking_allowed,
+                restrict_providers=program.restrict_providers,
+                allowed_provider_ids=frozenset(allowed.get(program.pk, ())),
+            )
+        )
+    return states
+
+
+def voucher_subsidy_quote(
+    *, buyer: Organization, lines: list[rules.EligibleLine], at: datetime | None = None
+) -> rules.SubsidyPlan:
+    """What the buyer's grants would give these lines now, without reserving anything (for "this bid would cost
+    ¥X after your voucher"). The reservation at invoicing may give less if other invoices spend first."""
+    at = ensure_utc(at or utcnow())
+    grants = list(
+        Grant.objects.filter(buyer=buyer, status=GrantStatus.ACTIVE, expires_at__gt=at)
+        .select_related("program")
+        .order_by("expires_at", "id")
+    )
+    if not grants:
+        return rules.SubsidyPlan((), ())
+    facts = firm_facts(buyer)
+    provider_facts = firm_facts_map({line.provider_id for line in lines})
+    related = frozenset(
+        pk for pk, f in provider_facts.items() if facts is not None and rules.related_party_links(facts, f)
+    )
+    allowed = allowed_provider_ids({g.program_id for g in grants})
+    year = rules.fiscal_year(at)
+    usage = {
+        row.program_id: row
+        for row in FirmYearUsage.objects.filter(buyer=buyer, year=year, program_id__in=[g.program_id for g in grants])
+    }
+    states = grant_states(
+        grants=grants,
+        programs={g.program_id: g.program for g in grants},
+        usage={pk: (row.used_minor, row.cap_minor) for pk, row in usage.items()},
+        buyer_facts=facts,
+        allowed=allowed,
+        at=at,
+    )
+    return rules.plan_subsidy(lines, states, related_provider_ids=related)
+
+
+APPLICATION_STATUS_ORDER = [s.value for s in ApplicationStatus]
