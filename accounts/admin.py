@@ -81,3 +81,9 @@ class OrganizationAPIKeyAdmin(APIKeyModelAdmin):
     list_display = (*APIKeyModelAdmin.list_display, "organization", "last_used_at")  # type: ignore[assignment]
     search_fields = (*APIKeyModelAdmin.search_fields, "organization__name")  # type: ignore[assignment]
     list_filter = ("revoked",)
+
+
+@admin.register(Shareholder)
+class ShareholderAdmin(admin.ModelAdmin):
+    list_display = ["name", "uscc", "share_pct", "profile"]
+    search_fields = ["name", "uscc", "profile__legal_name"]

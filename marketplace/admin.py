@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
+from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 from marketplace import services
 from marketplace.models import AcceleratorModel, Attestation, AttestationStatus, Cluster, Hub, Pool, PoolShare, Site
@@ -127,3 +128,17 @@ class AttestationAdmin(admin.ModelAdmin):
     @admin.action(description=_("Reject flagged attestations"))
     def reject(self, request: HttpRequest, queryset: QuerySet[Attestation]) -> None:
         self._review(request, queryset, False)
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ["name_zh", "hub"]
+    search_fields = ["name_zh"]
+
+
+@admin.register(PoolShare)
+class PoolShareAdmin(ReadOnlyAdmin):
+    """Revenue shares are money: changed only through the pool form (services validate the 100% rule)."""
+
+    list_display = ["pool", "organization", "share_pct"]
+    search_fields = ["pool__name", "organization__name"]

@@ -1,7 +1,16 @@
 from django.contrib import admin
 
 from core.admin import ReadOnlyAdmin
-from vouchers.models import Application, Grant, Program, Redemption
+from vouchers.models import (
+    Application,
+    Attachment,
+    FirmYearUsage,
+    Grant,
+    Program,
+    Redemption,
+    RedemptionLine,
+    RedemptionRelease,
+)
 
 
 @admin.register(Program)
@@ -30,3 +39,28 @@ class RedemptionAdmin(ReadOnlyAdmin):
     list_display = ["invoice_reference", "buyer", "program", "amount_minor", "released_minor", "settlement_status"]
     list_filter = ["settlement_status", "settlement_mode"]
     search_fields = ["invoice_reference", "buyer__name", "fiscal_reference"]
+
+
+@admin.register(RedemptionLine)
+class RedemptionLineAdmin(ReadOnlyAdmin):
+    list_display = ["redemption", "line_index", "provider", "amount_minor", "subsidy_minor", "chip_domestic"]
+    search_fields = ["redemption__invoice_reference", "provider__name"]
+
+
+@admin.register(RedemptionRelease)
+class RedemptionReleaseAdmin(ReadOnlyAdmin):
+    list_display = ["redemption", "reference", "amount_minor", "released_at"]
+    search_fields = ["redemption__invoice_reference", "reference"]
+
+
+@admin.register(FirmYearUsage)
+class FirmYearUsageAdmin(ReadOnlyAdmin):
+    list_display = ["program", "buyer", "year", "used_minor", "cap_minor"]
+    list_filter = ["year"]
+    search_fields = ["buyer__name", "program__name"]
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(ReadOnlyAdmin):
+    list_display = ["application", "original_name", "content_type", "size_bytes", "uploaded_at"]
+    search_fields = ["original_name", "application__buyer__name"]
