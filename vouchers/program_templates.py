@@ -70,8 +70,8 @@ PROGRAM_TEMPLATES: dict[str, ProgramTemplate] = {
         ),
         ProgramTemplate(
             key="shanghai-compute",
-            # xgettext:no-python-format
-            title=_("Shanghai compute voucher (30% of rent)"),
+            # No "%" in the msgid: gettext tools read "% o" as a placeholder and refuse translations of it.
+            title=_("Shanghai compute voucher (30 percent of rent)"),
             name="上海市算力券",
             legal_basis="《进一步扩大人工智能应用的若干措施》",
             source="上海市经济和信息化委员会, 2025-07-28 (voucher_programs.md: Shanghai)",
