@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from core.ids import PublicIdModel
+from core.ids import PublicIdModel, new_public_id
 
 
 class SigningKey(PublicIdModel):
@@ -41,8 +41,13 @@ class SigningKey(PublicIdModel):
 
 
 class SignedBatch(models.Model):
-    """A usage batch exactly as the provider sent and signed it: anyone with the public key can re-verify it."""
+    """A usage batch exactly as the provider sent and signed it: anyone with the public key can re-verify it.
 
+    ``public_id`` is the batch's verification link (an unguessable capability the provider shares with its buyer or
+    a voucher issuer); ``outcome`` summarises the per-record results for the provider's ingest health page.
+    """
+
+    public_id = models.UUIDField(default=new_public_id, unique=True, editable=False)
     organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
     signing_key = models.ForeignKey(SigningKey, on_delete=models.PROTECT, related_name="batches")
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -55,6 +60,8 @@ class SignedBatch(models.Model):
     body_sha256 = models.CharField(max_length=64)
     records_total = models.PositiveIntegerField()
     records_accepted = models.PositiveIntegerField()
+    # {"accepted": n, "duplicate": n, "conflict": n, "rejected": {code: n}}
+    outcome = models.JSONField(default=dict)
 
     class Meta:
         indexes = [models.Index(fields=["organization", "-received_at"])]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -14,9 +16,9 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Organization
 from core.errors import ApplicationError
 from core.timeutils import month_start
-from metering import signing
+from metering import ingest, signing
 from metering.ingest import LeaseFacts
-from metering.models import SigningKey
+from metering.models import SignedBatch, SigningKey
 
 
 def signing_key_list(organization: Organization) -> QuerySet[SigningKey]:
@@ -88,3 +90,69 @@ def usage_closed_before(now: datetime) -> datetime:
     if now < current + settings.METERING_CLOSE_GRACE:
         return month_start(current - timedelta(days=1))
     return current
+
+
+def batch_list(organization: Organization, *, limit: int = 50) -> QuerySet[SignedBatch]:
+    """The provider's latest signed batches (without their bodies), newest first."""
+    return (
+        SignedBatch.objects.filter(organization=organization)
+        .select_related("signing_key")
+        .defer("body")
+        .order_by("-received_at", "-id")[:limit]
+    )
+
+
+def ingest_health(organization: Organization, *, since: datetime) -> dict[str, Any]:
+    """Totals over the provider's batches since an instant: records by outcome, rejections by code, last batch."""
+    totals: dict[str, Any] = {"batches": 0, "accepted": 0, "duplicate": 0, "conflict": 0, "rejected": {}}
+    last = None
+    for received_at, outcome in (
+        SignedBatch.objects.filter(organization=organization, received_at__gte=since)
+        .order_by("received_at")
+        .values_list("received_at", "outcome")
+    ):
+        totals["batches"] += 1
+        last = received_at
+        for status in ("accepted", "duplicate", "conflict"):
+            totals[status] += int(outcome.get(status, 0))
+        for code, count in outcome.get("rejected", {}).items():
+            totals["rejected"][code] = totals["rejected"].get(code, 0) + int(count)
+    totals["rejected_total"] = sum(totals["rejected"].values())
+    totals["last_batch_at"] = last
+    return totals
+
+
+@dataclass(frozen=True)
+class BatchVerification:
+    batch: SignedBatch
+    signature_valid: bool
+    body_hash_matches: bool
+    public_key: str
+    records: list[dict[str, Any]]
+
+    @property
+    def valid(self) -> bool:
+        return self.signature_valid and self.body_hash_matches
+
+
+def batch_verification(public_id: UUID, *, max_records: int = 200) -> BatchVerification:
+    """Re-verify a kept batch from scratch: its body against its hash, its signature against the provider's key.
+
+    Public by design: the batch id is the capability a provider shares with its buyers or a voucher issuer.
+    """
+    batch = get_object_or_404(SignedBatch.objects.select_related("signing_key", "organization"), public_id=public_id)
+    body = bytes(batch.body)
+    public_raw = bytes(batch.signing_key.public_key)
+    message = signing.canonical_message(batch.timestamp, batch.method, batch.path, body)
+    try:
+        parsed = ingest.parse_batch(body, batch.content_type)
+        records = [r if isinstance(r, dict) else {"value": r} for r in parsed[:max_records]]
+    except ingest.BatchError:
+        records = []
+    return BatchVerification(
+        batch=batch,
+        signature_valid=signing.verify(public_raw, message, batch.signature),
+        body_hash_matches=signing.body_sha256(body) == batch.body_sha256,
+        public_key=signing.public_key_text(public_raw),
+        records=records,
+    )

@@ -199,11 +199,25 @@ def usage_batch_ingest(
             first = fresh[record.record_id][1]
             same = first.content_hash == record.content_hash
             results[position] = _repeat_result(record.record_id, "duplicate" if same else "conflict")
-        SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted))
+        final = [r for r in results if r is not None]
+        SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted), outcome=_outcome(final))
         if accepted:
             new_records = [record for record_id, (_pos, record) in fresh.items() if record_id in accepted]
             outbox_enqueue("metering.tasks.usage_rollup", kwargs={"hours_by_subject": _affected_hours(new_records)})
-    return IngestResult(batch_id=batch.pk, results=[r for r in results if r is not None])
+    return IngestResult(batch_id=batch.pk, results=final)
+
+
+def _outcome(results: list[RecordResult]) -> dict[str, Any]:
+    """Counts per status, and rejections per code, for the provider's ingest health page."""
+    rejected: dict[str, int] = {}
+    for result in results:
+        if result.status == "rejected" and result.code:
+            rejected[result.code] = rejected.get(result.code, 0) + 1
+    counts: dict[str, Any] = {status: 0 for status in ("accepted", "duplicate", "conflict")}
+    for result in results:
+        if result.status in counts:
+            counts[result.status] += 1
+    return {**counts, "rejected": rejected}
 
 
 def _repeat_result(record_id: str, status: str) -> RecordResult:

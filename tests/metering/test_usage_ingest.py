@@ -34,11 +34,6 @@ def new_provider(make_org):
     return organization
 
 
-@pytest.fixture
-def provider(make_org):
-    return new_provider(make_org)
-
-
 def records(provider, count=3, start_hour=0, **overrides):
     base = NOW - timedelta(hours=48)
     out = []
