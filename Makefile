@@ -55,3 +55,14 @@ clean: stop-db
 # Benchmarks: `make bench` (all), `make bench NAME=matching`, `QUICK=1 make bench` for reduced sizes.
 bench: setup
 	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/python -m bench $(NAME)
+
+# API fuzzing (schemathesis, every operation of /api/schema/): many more examples than the bounded run in
+# `make test`, plus schemathesis' coverage phase. `make fuzz SUANLI_FUZZ_EXAMPLES=1000` for a longer run.
+.PHONY: fuzz faults
+fuzz: setup
+	SUANLI_TESTING=1 SUANLI_FUZZ_EXAMPLES=$${SUANLI_FUZZ_EXAMPLES:-200} SUANLI_FUZZ_COVERAGE=1 $(BIN)/python -m devtools.with_db $(BIN)/pytest tests/test_api_fuzz.py $(PYTEST_ARGS)
+
+# Fault injection (tests/faults, marker `faults`): real Celery workers killed mid-task, a broker outage while
+# business writes continue. Also part of `make test` (about 30 s); this runs only them.
+faults: setup
+	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)

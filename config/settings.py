@@ -70,6 +70,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "core.middleware.RejectNullCharactersMiddleware",  # ?q=%00 would be a database error
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -205,6 +206,13 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation documents the error envelope of core.errors as its 4XX response.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.openapi.add_error_responses"],
+    # Choice sets that share a field name ("status") get names of their own.
+    "ENUM_NAME_OVERRIDES": {
+        "OrderStatusEnum": "marketplace.models.OrderStatus",
+        "LeaseStatusEnum": "marketplace.models.LeaseStatus",
+    },
     # The ApiKey security scheme is declared per operation by accounts.apis.OrganizationAPIKeyScheme (an
     # OpenApiAuthenticationExtension of the authentication class), so public views show no requirement.
 }
@@ -237,7 +245,12 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 10.0},
     "usage-partitions": {"task": "metering.tasks.usage_partitions_ensure", "schedule": 6 * 3600.0},
     "voucher-grants-expire": {"task": "vouchers.tasks.grant_expire_due", "schedule": 300.0},
+    "lease-confirmations-expire": {"task": "marketplace.tasks.lease_expire_unconfirmed", "schedule": 60.0},
+    "market-orders-expire": {"task": "marketplace.tasks.order_expire_due", "schedule": 300.0},
 }
+# A row published but not marked completed by a worker after this many seconds is published again (the worker
+# died mid-task and the broker lost the message). Tasks longer than this may run twice: they are idempotent.
+OUTBOX_REDELIVER_AFTER = float(os.environ.get("OUTBOX_REDELIVER_AFTER", "900"))
 # How long a publish may block when the broker is down before the outbox keeps the message for later: a
 # kombu retry policy (the keywords of Connection.ensure: max_retries, interval_start, interval_step, interval_max).
 OUTBOX_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}

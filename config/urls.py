@@ -12,13 +12,17 @@ api_v1 = [
     path("", include("marketplace.apis")),
     path("", include("metering.apis")),
     path("", include("vouchers.apis")),
+    path("", include("green.apis")),
 ]
+
+handler404 = "core.views.page_not_found"
 
 urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("marketplace.urls")),
     path("", include("metering.urls")),
     path("", include("vouchers.urls")),
+    path("", include("green.urls")),
     path("i18n/setlang/", public(set_language), name="set_language"),
     path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),

@@ -52,8 +52,11 @@ class OutboxMessage(PublicIdModel):
     """A Celery task recorded in the same transaction as the business change that calls for it.
 
     The relay publishes pending rows to the broker (task id = public_id) and marks them published. A broker
-    that is down only delays the work: the row stays until a publish succeeds. Delivery is at least once,
-    so every task run through the outbox must be idempotent.
+    that is down only delays the work: the row stays until a publish succeeds. When a worker has run the task
+    (successfully or not) it marks the row completed; a row published but never completed (the worker was
+    killed mid-task and the broker lost the message, as kombu's filesystem transport does) is published again
+    after ``OUTBOX_REDELIVER_AFTER`` seconds. Delivery is at least once, so every task run through the outbox
+    must be idempotent.
     """
 
     task_name = models.CharField(max_length=200)
@@ -63,9 +66,17 @@ class OutboxMessage(PublicIdModel):
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["id"], name="outbox_pending_idx", condition=Q(published_at__isnull=True))]
+        indexes = [
+            models.Index(fields=["id"], name="outbox_pending_idx", condition=Q(published_at__isnull=True)),
+            models.Index(
+                fields=["published_at"],
+                name="outbox_unfinished_idx",
+                condition=Q(published_at__isnull=False, completed_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         state = "published" if self.published_at else "pending"

@@ -2,16 +2,24 @@
 
 ``outbox_enqueue`` writes a row; after commit it tries to publish at once. ``outbox_relay`` (run by Celery
 beat every few seconds, or ``manage.py outbox_relay``) publishes whatever is still pending, so a broker that
-was down or frozen loses nothing. Publishing is at least once: tasks must be idempotent.
+was down or frozen loses nothing. A worker marks the row completed when the task has run
+(``outbox_complete``, from Celery's ``task_postrun`` signal, see config/celery.py); a row published but not
+completed after ``OUTBOX_REDELIVER_AFTER`` seconds is published again, so a worker killed mid-task loses
+nothing either, even on a broker that forgets delivered messages (kombu's filesystem transport deletes a
+message when a worker fetches it, so ``acks_late`` cannot bring it back). Publishing is at least once: tasks
+must be idempotent.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 
 from core.models import OutboxMessage
 from core.timeutils import utcnow
@@ -50,9 +58,12 @@ def outbox_relay(*, message_ids: list[int] | None = None, batch_size: int = 500)
     A publish failure keeps the row pending with the error; the next relay retries it.
     """
     published = 0
+    redeliver_before = utcnow() - timedelta(seconds=settings.OUTBOX_REDELIVER_AFTER)
     while True:
         with transaction.atomic():
-            pending = OutboxMessage.objects.select_for_update(skip_locked=True).filter(published_at__isnull=True)
+            pending = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+                Q(published_at__isnull=True) | Q(published_at__lt=redeliver_before, completed_at__isnull=True)
+            )
             if message_ids is not None:
                 pending = pending.filter(pk__in=message_ids)
             batch = list(pending.order_by("id")[:batch_size])
@@ -73,3 +84,14 @@ def outbox_relay(*, message_ids: list[int] | None = None, batch_size: int = 500)
                 published += 1
         if message_ids is not None or len(batch) < batch_size:
             return published
+
+
+def outbox_complete(task_id: str) -> bool:
+    """Mark the row whose task has run (its id is the row's public id). False for tasks not from the outbox."""
+    try:
+        public_id = uuid.UUID(str(task_id))
+    except ValueError:
+        return False
+    return (
+        OutboxMessage.objects.filter(public_id=public_id, completed_at__isnull=True).update(completed_at=utcnow()) > 0
+    )

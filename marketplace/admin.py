@@ -10,7 +10,21 @@ from django.utils.translation import gettext_lazy as _
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
 from marketplace import services
-from marketplace.models import AcceleratorModel, Attestation, AttestationStatus, Cluster, Hub, Pool, PoolShare, Site
+from marketplace.models import (
+    AcceleratorModel,
+    Attestation,
+    AttestationStatus,
+    Bid,
+    Cluster,
+    Hub,
+    Lease,
+    LeaseAllocation,
+    LeaseEvent,
+    Offer,
+    Pool,
+    PoolShare,
+    Site,
+)
 
 
 @admin.register(AcceleratorModel)
@@ -142,3 +156,45 @@ class PoolShareAdmin(ReadOnlyAdmin):
 
     list_display = ["pool", "organization", "share_pct"]
     search_fields = ["pool__name", "organization__name"]
+
+
+# --- Market (read-only: orders and leases change only through the market services) ----------------------
+
+
+@admin.register(Offer)
+class OfferAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "pool", "accelerators", "start", "end", "ask", "currency", "status"]
+    list_filter = ["status", "currency"]
+
+
+@admin.register(Bid)
+class BidAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "organization", "accelerators", "hours", "limit_price", "price_unit", "status"]
+    list_filter = ["status", "price_unit", "workload"]
+
+
+class LeaseEventInline(admin.TabularInline):
+    model = LeaseEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["from_status", "to_status", "actor_label", "note", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Lease)
+class LeaseAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "pool", "buyer", "provider", "accelerators", "start", "end", "price", "status"]
+    list_filter = ["status"]
+    inlines = [LeaseEventInline]
+
+
+@admin.register(LeaseEvent)
+class LeaseEventAdmin(ReadOnlyAdmin):
+    list_display = ["lease", "from_status", "to_status", "actor_label", "created_at"]
+
+
+@admin.register(LeaseAllocation)
+class LeaseAllocationAdmin(ReadOnlyAdmin):
+    list_display = ["lease", "pool", "accelerator_index", "period"]

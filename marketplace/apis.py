@@ -9,16 +9,28 @@ from uuid import UUID
 from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiScope, OrganizationAPIKey, OrganizationKind
 from core.idempotency import idempotent
+from core.pagination import StrictLimitOffsetPagination
 from core.tenancy import public
 from marketplace import selectors, services, units
-from marketplace.models import AcceleratorModel, Attestation, Pool, Site
+from marketplace.models import (
+    AcceleratorModel,
+    Attestation,
+    Bid,
+    Lease,
+    LeaseStatus,
+    Offer,
+    OrderStatus,
+    Pool,
+    PriceUnit,
+    Site,
+    Workload,
+)
 
 # --- Output ---------------------------------------------------------------------------------------------
 
@@ -246,7 +258,7 @@ class AttestationInputSerializer(serializers.Serializer):
 # --- Views ----------------------------------------------------------------------------------------------
 
 
-class CatalogPagination(LimitOffsetPagination):
+class CatalogPagination(StrictLimitOffsetPagination):
     default_limit = 100
     max_limit = 500
 
@@ -269,11 +281,14 @@ class AcceleratorListApi(PublicApiView):
         auth=[],
     )
     def get(self, request: Request) -> Response:
-        domestic = request.query_params.get("domestic")
-        models = selectors.accelerator_model_list(
-            vendor=request.query_params.get("vendor") or None,
-            domestic=None if domestic is None else domestic.lower() in ("1", "true", "yes"),
-        )
+        raw_domestic = request.query_params.get("domestic")
+        domestic: bool | None = None
+        if raw_domestic is not None:
+            try:  # true/false/1/0/yes/no; anything else is refused, not read as false
+                domestic = serializers.BooleanField().run_validation(raw_domestic)
+            except serializers.ValidationError as exc:
+                raise serializers.ValidationError({"domestic": exc.detail}) from None
+        models = selectors.accelerator_model_list(vendor=request.query_params.get("vendor") or None, domestic=domestic)
         return Response(AcceleratorModelOutput(models, many=True).data)
 
 
@@ -381,6 +396,344 @@ class AttestationDetailApi(ProviderApiView):
         return Response(AttestationOutput(attestation).data)
 
 
+# --- Market: offers, bids, leases (DESIGN.md §4.3) ------------------------------------------------------
+
+
+class OfferOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    pool = serializers.UUIDField(source="pool.public_id")
+
+    class Meta:
+        model = Offer
+        fields = ["id", "pool", "accelerators", "start", "end", "ask", "currency", "min_lease_hours", "status"]
+
+
+class BidOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    accelerator_models: Any = serializers.SlugRelatedField(slug_field="public_id", many=True, read_only=True)
+    hubs: Any = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
+
+    class Meta:
+        model = Bid
+        fields = [
+            "id",
+            "accelerators",
+            "hours",
+            "earliest_start",
+            "latest_end",
+            "limit_price",
+            "price_unit",
+            "currency",
+            "workload",
+            "accelerator_models",
+            "min_tflops",
+            "min_memory_gb",
+            "hubs",
+            "provinces",
+            "min_green_share_pct",
+            "max_pue",
+            "domestic_only",
+            "verified_only",
+            "split_allowed",
+            "status",
+            "filled_accelerators",
+        ]
+
+
+class LeaseEventOutput(serializers.Serializer):
+    from_status = serializers.CharField()
+    to_status = serializers.CharField()
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class LeaseOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    bid = serializers.UUIDField(source="bid.public_id")
+    offer = serializers.UUIDField(source="offer.public_id")
+    pool = serializers.UUIDField(source="pool.public_id")
+    buyer = serializers.CharField(source="buyer.name")
+    provider = serializers.CharField(source="provider.name")
+
+    class Meta:
+        model = Lease
+        fields = [
+            "id",
+            "bid",
+            "offer",
+            "pool",
+            "buyer",
+            "provider",
+            "accelerators",
+            "start",
+            "end",
+            "price",
+            "currency",
+            "status",
+            "confirm_by",
+        ]
+
+
+class LeaseDetailOutput(LeaseOutput):
+    events = LeaseEventOutput(many=True, read_only=True)
+
+    class Meta(LeaseOutput.Meta):
+        fields = [*LeaseOutput.Meta.fields, "events"]
+
+
+PRICE_FIELD: dict[str, Any] = {"max_digits": 20, "decimal_places": 6}
+MAX_INT = 2**31 - 1  # PostgreSQL integer: larger counts are refused (400), not a database error (500)
+
+
+def status_filter(request: Request, choices: Any) -> str | None:
+    """The ``?status=`` filter, one of ``choices``; an unknown value is refused (400), not sent to the database."""
+    raw = request.query_params.get("status")
+    if not raw:
+        return None
+    try:
+        return serializers.ChoiceField(choices=choices).run_validation(raw)
+    except serializers.ValidationError as exc:
+        raise serializers.ValidationError({"status": exc.detail}) from None
+
+
+class OfferInputSerializer(serializers.Serializer):
+    pool = serializers.UUIDField()
+    accelerators = serializers.IntegerField(max_value=MAX_INT)
+    start = serializers.DateTimeField(help_text="a whole UTC hour")
+    end = serializers.DateTimeField(help_text="a whole UTC hour, after start (the window is [start, end))")
+    ask = serializers.DecimalField(**PRICE_FIELD, help_text="per accelerator-hour")
+    currency = serializers.ChoiceField(choices=["CNY", "USD"], default="CNY")
+    min_lease_hours = serializers.IntegerField(default=1, max_value=services.MAX_ORDER_HOURS)
+
+
+class BidInputSerializer(serializers.Serializer):
+    accelerators = serializers.IntegerField(max_value=MAX_INT)
+    hours = serializers.IntegerField(max_value=services.MAX_ORDER_HOURS)
+    earliest_start = serializers.DateTimeField(help_text="a whole UTC hour")
+    latest_end = serializers.DateTimeField(help_text="a whole UTC hour")
+    limit_price = serializers.DecimalField(**PRICE_FIELD)
+    price_unit = serializers.ChoiceField(choices=PriceUnit.choices, default=PriceUnit.ACCELERATOR_HOUR)
+    currency = serializers.ChoiceField(choices=["CNY", "USD"], default="CNY")
+    workload = serializers.ChoiceField(choices=Workload.choices, default=Workload.TRAINING)
+    accelerator_models = serializers.ListField(child=serializers.CharField(max_length=64), default=list, max_length=200)
+    min_tflops = serializers.IntegerField(default=0, min_value=0, max_value=MAX_INT)
+    min_memory_gb = serializers.IntegerField(default=0, min_value=0, max_value=MAX_INT)
+    hubs = serializers.ListField(child=serializers.CharField(max_length=10), default=list, max_length=20)
+    provinces = serializers.ListField(child=serializers.CharField(max_length=2), default=list, max_length=40)
+    min_green_share_pct = serializers.IntegerField(default=0, min_value=0, max_value=100)
+    max_pue = serializers.DecimalField(max_digits=4, decimal_places=2, required=False, allow_null=True, default=None)
+    domestic_only = serializers.BooleanField(default=False)
+    verified_only = serializers.BooleanField(default=False)
+    split_allowed = serializers.BooleanField(default=False)
+
+
+class LeaseResponseInputSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, required=False)
+STATUS_FILTER = OpenApiParameter(
+    "status", str, description="only orders in this status: open, filled, cancelled, expired"
+)
+LEASE_STATUS_FILTER = OpenApiParameter(
+    "status", str, description="only leases in this status: pending, active, completed, cancelled, disputed"
+)
+
+
+class MarketApiView(APIView):
+    """Reads need market:read, writes market:write."""
+
+    def get_permissions(self) -> Any:
+        self.required_scopes = [ApiScope.MARKET_READ if self.request.method == "GET" else ApiScope.MARKET_WRITE]
+        return super().get_permissions()
+
+
+class OfferListApi(MarketApiView):
+    """Your offers (GET) and a new offer (POST), matched at once against resting bids."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=OfferOutput(many=True), parameters=[STATUS_FILTER], operation_id="market_offers_list")
+    def get(self, request: Request) -> Response:
+        offers = selectors.offer_list(request.organization, status=status_filter(request, OrderStatus.choices))  # type: ignore[attr-defined]
+        return Response(OfferOutput(offers[:500], many=True).data)
+
+    @extend_schema(
+        request=OfferInputSerializer,
+        responses={201: OfferOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+        operation_id="market_offers_create",
+    )
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            serializer = OfferInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            offer = services.offer_create(
+                organization=request.organization,  # type: ignore[attr-defined]
+                actor=request.auth,
+                data=services.OfferInput(pool_id=data.pop("pool"), **data),
+            )
+            return Response(OfferOutput(offer).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class OfferDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=OfferOutput, operation_id="market_offers_retrieve")
+    def get(self, request: Request, offer_id: UUID) -> Response:
+        return Response(OfferOutput(selectors.offer_get(request.organization, offer_id)).data)  # type: ignore[attr-defined]
+
+
+class OfferCancelApi(MarketApiView):
+    """Withdraw an open offer; leases already made stand."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+
+    @extend_schema(
+        request=None, responses=OfferOutput, parameters=[IDEMPOTENCY_HEADER], operation_id="market_offers_cancel"
+    )
+    def post(self, request: Request, offer_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        offer = selectors.offer_get(organization, offer_id)
+
+        def handler() -> Response:
+            return Response(
+                OfferOutput(services.offer_cancel(organization=organization, actor=request.auth, offer=offer)).data
+            )
+
+        return idempotent(request, handler)
+
+
+class BidListApi(MarketApiView):
+    """Your bids (GET) and a new bid (POST), matched at once against resting offers; the rest rests."""
+
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=BidOutput(many=True), parameters=[STATUS_FILTER], operation_id="market_bids_list")
+    def get(self, request: Request) -> Response:
+        bids = selectors.bid_list(request.organization, status=status_filter(request, OrderStatus.choices))  # type: ignore[attr-defined]
+        return Response(BidOutput(bids[:500], many=True).data)
+
+    @extend_schema(
+        request=BidInputSerializer,
+        responses={201: BidOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+        operation_id="market_bids_create",
+    )
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            serializer = BidInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            for name in ("accelerator_models", "hubs", "provinces"):
+                data[name] = tuple(data[name])
+            bid = services.bid_create(
+                organization=request.organization,  # type: ignore[attr-defined]
+                actor=request.auth,
+                data=services.BidInput(**data),
+            )
+            return Response(BidOutput(bid).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class BidDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=BidOutput, operation_id="market_bids_retrieve")
+    def get(self, request: Request, bid_id: UUID) -> Response:
+        return Response(BidOutput(selectors.bid_get(request.organization, bid_id)).data)  # type: ignore[attr-defined]
+
+
+class BidCancelApi(MarketApiView):
+    """Withdraw the unfilled part of an open bid; leases already made stand."""
+
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+
+    @extend_schema(
+        request=None, responses=BidOutput, parameters=[IDEMPOTENCY_HEADER], operation_id="market_bids_cancel"
+    )
+    def post(self, request: Request, bid_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        bid = selectors.bid_get(organization, bid_id)
+
+        def handler() -> Response:
+            return Response(BidOutput(services.bid_cancel(organization=organization, actor=request.auth, bid=bid)).data)
+
+        return idempotent(request, handler)
+
+
+class LeaseListApi(MarketApiView):
+    """Leases you bought (buyers) or sold (providers)."""
+
+    organization_kinds = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(
+        responses=LeaseOutput(many=True), parameters=[LEASE_STATUS_FILTER], operation_id="market_leases_list"
+    )
+    def get(self, request: Request) -> Response:
+        leases = selectors.lease_list(request.organization, status=status_filter(request, LeaseStatus.choices))  # type: ignore[attr-defined]
+        return Response(LeaseOutput(leases[:500], many=True).data)
+
+
+class LeaseDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=LeaseDetailOutput, operation_id="market_leases_retrieve")
+    def get(self, request: Request, lease_id: UUID) -> Response:
+        return Response(LeaseDetailOutput(selectors.lease_get(request.organization, lease_id)).data)  # type: ignore[attr-defined]
+
+
+class LeaseRespondApi(MarketApiView):
+    """The provider confirms (the lease becomes active) or rejects (the capacity returns) a pending lease."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+    confirm = True
+
+    @extend_schema(
+        request=LeaseResponseInputSerializer,
+        responses=LeaseDetailOutput,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    def post(self, request: Request, lease_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        lease = selectors.lease_get_as_provider(organization, lease_id)
+
+        def handler() -> Response:
+            serializer = LeaseResponseInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            services.lease_respond(
+                organization=organization,
+                actor=request.auth,
+                lease=lease,
+                confirm=self.confirm,
+                note=serializer.validated_data["note"],
+            )
+            return Response(LeaseDetailOutput(selectors.lease_get(organization, lease_id)).data)
+
+        return idempotent(request, handler)
+
+
+class LeaseConfirmApi(LeaseRespondApi):
+    confirm = True
+
+
+class LeaseRejectApi(LeaseRespondApi):
+    confirm = False
+
+
 urlpatterns = [
     path("catalog/accelerators", public(AcceleratorListApi.as_view()), name="accelerator-list"),
     path("catalog/accelerators/<uuid:model_id>", public(AcceleratorDetailApi.as_view()), name="accelerator-detail"),
@@ -392,4 +745,14 @@ urlpatterns = [
     path("pools/<uuid:pool_id>", PoolDetailApi.as_view(), name="pool-detail"),
     path("pools/<uuid:pool_id>/attestations", PoolAttestationsApi.as_view(), name="pool-attestations"),
     path("attestations/<uuid:attestation_id>", AttestationDetailApi.as_view(), name="attestation-detail"),
+    path("market/offers", OfferListApi.as_view(), name="offer-list"),
+    path("market/offers/<uuid:offer_id>", OfferDetailApi.as_view(), name="offer-detail"),
+    path("market/offers/<uuid:offer_id>/cancel", OfferCancelApi.as_view(), name="offer-cancel"),
+    path("market/bids", BidListApi.as_view(), name="bid-list"),
+    path("market/bids/<uuid:bid_id>", BidDetailApi.as_view(), name="bid-detail"),
+    path("market/bids/<uuid:bid_id>/cancel", BidCancelApi.as_view(), name="bid-cancel"),
+    path("market/leases", LeaseListApi.as_view(), name="lease-list"),
+    path("market/leases/<uuid:lease_id>", LeaseDetailApi.as_view(), name="lease-detail"),
+    path("market/leases/<uuid:lease_id>/confirm", LeaseConfirmApi.as_view(), name="lease-confirm"),
+    path("market/leases/<uuid:lease_id>/reject", LeaseRejectApi.as_view(), name="lease-reject"),
 ]

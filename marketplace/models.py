@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.contrib.postgres.constraints import ExclusionConstraint
+from django.contrib.postgres.fields import ArrayField, DateTimeRangeField, RangeOperators
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
@@ -346,3 +348,195 @@ class Attestation(PublicIdModel):
 
     def __str__(self) -> str:
         return f"{self.pool.name}: {self.measured_tflops} TFLOPS, {self.measured_bw_tbps} TB/s"
+
+
+# --- Market: offers, bids, leases (DESIGN.md §4.3) ------------------------------------------------------
+
+
+class OrderStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    FILLED = "filled", _("Filled")
+    CANCELLED = "cancelled", _("Cancelled")
+    EXPIRED = "expired", _("Expired")
+
+
+class PriceUnit(models.TextChoices):
+    ACCELERATOR_HOUR = "acc_hour", _("per accelerator-hour")
+    SCU_HOUR = "scu_hour", _("per SCU-hour")
+    BWU_HOUR = "bwu_hour", _("per BWU-hour")
+
+
+class Workload(models.TextChoices):
+    TRAINING = "training", _("Training")
+    INFERENCE = "inference", _("Inference")
+
+
+class Offer(PublicIdModel):
+    """A provider sells ``accelerators`` of a pool over ``[start, end)`` (whole UTC hours) at an ask."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="offers")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="offers")
+    accelerators = models.PositiveIntegerField(_("accelerators"))
+    start = models.DateTimeField(_("from"))
+    end = models.DateTimeField(_("until"))
+    ask = models.DecimalField(_("ask per accelerator-hour"), max_digits=20, decimal_places=10)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    min_lease_hours = models.PositiveIntegerField(_("minimum lease (hours)"), default=1)
+    status = models.CharField(_("status"), max_length=12, choices=OrderStatus.choices, default=OrderStatus.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "end"], name="offer_status_end")]
+        constraints = [
+            models.CheckConstraint(condition=Q(accelerators__gt=0), name="offer_accelerators_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="offer_window_order"),
+            models.CheckConstraint(condition=Q(ask__gt=0), name="offer_ask_positive"),
+            models.CheckConstraint(condition=Q(min_lease_hours__gt=0), name="offer_min_lease_positive"),
+        ]
+        verbose_name = _("offer")
+        verbose_name_plural = _("offers")
+
+    def __str__(self) -> str:
+        return f"{self.pool.name}: {self.accelerators} x {self.start:%Y-%m-%d %H}h-{self.end:%Y-%m-%d %H}h"
+
+
+class Bid(PublicIdModel):
+    """A buyer wants ``accelerators`` for ``hours`` consecutive hours inside ``[earliest_start, latest_end)``."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="bids")
+    accelerators = models.PositiveIntegerField(_("accelerators"))
+    hours = models.PositiveIntegerField(_("hours"))
+    earliest_start = models.DateTimeField(_("earliest start"))
+    latest_end = models.DateTimeField(_("latest end"))
+    limit_price = models.DecimalField(_("limit price"), max_digits=20, decimal_places=10)
+    price_unit = models.CharField(_("price unit"), max_length=10, choices=PriceUnit.choices)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    workload = models.CharField(_("workload"), max_length=10, choices=Workload.choices, default=Workload.TRAINING)
+    # Constraints (hard filters; empty means any).
+    accelerator_models = models.ManyToManyField(AcceleratorModel, blank=True, related_name="+")
+    min_tflops = models.PositiveIntegerField(_("minimum TFLOPS"), default=0)
+    min_memory_gb = models.PositiveIntegerField(_("minimum memory (GB)"), default=0)
+    hubs = models.ManyToManyField(Hub, blank=True, related_name="+")
+    provinces = ArrayField(models.CharField(max_length=2), blank=True, default=list)
+    min_green_share_pct = models.PositiveSmallIntegerField(_("minimum green-power share (%)"), default=0)
+    max_pue = models.DecimalField(_("maximum PUE"), max_digits=4, decimal_places=2, null=True, blank=True)
+    domestic_only = models.BooleanField(_("domestic only"), default=False)
+    verified_only = models.BooleanField(_("verified only"), default=False)
+    split_allowed = models.BooleanField(_("split across pools"), default=False)
+    status = models.CharField(_("status"), max_length=12, choices=OrderStatus.choices, default=OrderStatus.OPEN)
+    filled_accelerators = models.PositiveIntegerField(_("filled"), default=0)
+    # Set by the first fill: the parts of a split bid run together.
+    fixed_start = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "latest_end"], name="bid_status_end")]
+        constraints = [
+            models.CheckConstraint(condition=Q(accelerators__gt=0), name="bid_accelerators_positive"),
+            models.CheckConstraint(condition=Q(hours__gt=0), name="bid_hours_positive"),
+            models.CheckConstraint(condition=Q(latest_end__gt=F("earliest_start")), name="bid_window_order"),
+            models.CheckConstraint(condition=Q(limit_price__gt=0), name="bid_limit_positive"),
+            models.CheckConstraint(condition=Q(filled_accelerators__lte=F("accelerators")), name="bid_filled_le_n"),
+            models.CheckConstraint(condition=Q(min_green_share_pct__lte=100), name="bid_green_share_range"),
+        ]
+        verbose_name = _("bid")
+        verbose_name_plural = _("bids")
+
+    def __str__(self) -> str:
+        return f"{self.accelerators} x {self.hours} h @ {self.limit_price} {self.price_unit}"
+
+
+class LeaseStatus(models.TextChoices):
+    PENDING = "pending", _("Waiting for the provider")
+    ACTIVE = "active", _("Active")
+    COMPLETED = "completed", _("Completed")
+    CANCELLED = "cancelled", _("Cancelled")
+    DISPUTED = "disputed", _("Disputed")
+
+
+class Lease(PublicIdModel):
+    """A match: ``accelerators`` of a pool for ``[start, end)`` at a price per accelerator-hour."""
+
+    bid = models.ForeignKey(Bid, on_delete=models.PROTECT, related_name="leases")
+    offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="leases")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="leases")
+    buyer = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="leases_bought")
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="leases_sold")
+    accelerators = models.PositiveIntegerField(_("accelerators"))
+    start = models.DateTimeField(_("from"))
+    end = models.DateTimeField(_("until"))
+    price = models.DecimalField(_("price per accelerator-hour"), max_digits=20, decimal_places=10)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    status = models.CharField(_("status"), max_length=12, choices=LeaseStatus.choices, default=LeaseStatus.PENDING)
+    confirm_by = models.DateTimeField(_("provider confirms by"))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(accelerators__gt=0), name="lease_accelerators_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="lease_window_order"),
+            models.CheckConstraint(condition=Q(price__gt=0), name="lease_price_positive"),
+        ]
+        verbose_name = _("lease")
+        verbose_name_plural = _("leases")
+
+    def __str__(self) -> str:
+        return f"{self.pool.name}: {self.accelerators} x {self.start:%Y-%m-%d %H}h-{self.end:%Y-%m-%d %H}h"
+
+
+class LeaseEvent(models.Model):
+    """The history of a lease: every change of status, who made it and why."""
+
+    lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=12, blank=True)
+    to_status = models.CharField(max_length=12, choices=LeaseStatus.choices)
+    actor_label = models.CharField(max_length=200)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("lease event")
+        verbose_name_plural = _("lease events")
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"
+
+
+class LeaseAllocation(models.Model):
+    """One accelerator of a pool held by a lease over a period: THE market invariant lives here.
+
+    Why an exclusion constraint and not per-(pool, hour) capacity rows: a lease holds the same physical
+    accelerators (index 0..count-1) for its whole window, which the agent and metering can name; one row per
+    accelerator (not per accelerator-hour) keeps the table small for long leases; and PostgreSQL itself refuses
+    any two rows of one accelerator whose periods overlap (``&&``), whatever the engine or a concurrent process
+    did. It needs btree_gist (migration 0003) for the ``=`` parts of the GiST index.
+    """
+
+    lease = models.ForeignKey(Lease, on_delete=models.CASCADE, related_name="allocations")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="+")
+    accelerator_index = models.PositiveIntegerField()
+    period = DateTimeRangeField()  # [start, end), UTC
+
+    class Meta:
+        constraints = [
+            ExclusionConstraint(
+                name="allocation_no_double_sale",
+                expressions=[
+                    ("pool", RangeOperators.EQUAL),
+                    ("accelerator_index", RangeOperators.EQUAL),
+                    ("period", RangeOperators.OVERLAPS),
+                ],
+            ),
+        ]
+        verbose_name = _("lease allocation")
+        verbose_name_plural = _("lease allocations")
+
+    def __str__(self) -> str:
+        return f"{self.pool_id}#{self.accelerator_index} {self.period}"

@@ -15,8 +15,12 @@ from marketplace import units
 from marketplace.models import (
     AcceleratorModel,
     Attestation,
+    Bid,
     Cluster,
     Hub,
+    Lease,
+    LeaseStatus,
+    Offer,
     Pool,
     PoolShare,
     PoolStatus,
@@ -164,3 +168,47 @@ def supply_summary(organization: Organization) -> dict[str, int]:
         "listed": pools.filter(status=PoolStatus.LISTED).count(),
         "verified": pools.filter(verified=True).count(),
     }
+
+
+# --- Market (tenant-scoped) -----------------------------------------------------------------------------
+
+
+def offer_list(organization: Organization, *, status: str | None = None) -> QuerySet[Offer]:
+    offers = Offer.objects.filter(organization=organization).select_related("pool")
+    return offers.filter(status=status) if status else offers
+
+
+def offer_get(organization: Organization, public_id: UUID | str) -> Offer:
+    return _get(offer_list(organization), public_id)  # type: ignore[return-value]
+
+
+def bid_list(organization: Organization, *, status: str | None = None) -> QuerySet[Bid]:
+    bids = Bid.objects.filter(organization=organization).prefetch_related("accelerator_models", "hubs")
+    return bids.filter(status=status) if status else bids
+
+
+def bid_get(organization: Organization, public_id: UUID | str) -> Bid:
+    return _get(bid_list(organization), public_id)  # type: ignore[return-value]
+
+
+def lease_list(organization: Organization, *, status: str | None = None) -> QuerySet[Lease]:
+    """Leases the organisation bought or sold."""
+    leases = Lease.objects.filter(Q(buyer=organization) | Q(provider=organization)).select_related(
+        "pool__site", "pool__accelerator_model", "buyer", "provider", "bid", "offer"
+    )
+    return leases.filter(status=status) if status else leases
+
+
+def lease_get(organization: Organization, public_id: UUID | str) -> Lease:
+    return _get(lease_list(organization).prefetch_related("events"), public_id)  # type: ignore[return-value]
+
+
+def lease_get_as_provider(organization: Organization, public_id: UUID | str) -> Lease:
+    return _get(lease_list(organization).filter(provider=organization), public_id)  # type: ignore[return-value]
+
+
+def lease_facts_for_provider(organization: Organization, public_ids: Iterable[str]) -> QuerySet[Lease]:
+    """The provider's usable (not cancelled) leases among these ids, for metering."""
+    return Lease.objects.filter(provider=organization, public_id__in=list(public_ids)).exclude(
+        status=LeaseStatus.CANCELLED
+    )

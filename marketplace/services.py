@@ -8,20 +8,23 @@ Every rule is checked here (the portal forms and the API only parse), and every 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date
-from decimal import Decimal
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any, TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationAPIKey, OrganizationKind, User
 from accounts.regions import PROVINCE_EN_BY_CODE
-from core.audit import audit_record
+from core.audit import _label_for, audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
-from core.timeutils import utcnow
-from marketplace import units
+from core.outbox import outbox_enqueue
+from core.timeutils import floor_hour, utcnow
+from marketplace import matching, units
 from marketplace.models import (
     PUE_MAX,
     PUE_MIN,
@@ -29,16 +32,28 @@ from marketplace.models import (
     Attestation,
     AttestationSource,
     AttestationStatus,
+    Bid,
     Cluster,
     GridRegion,
+    Hub,
     LatencyTier,
+    Lease,
+    LeaseAllocation,
+    LeaseEvent,
+    LeaseStatus,
+    Offer,
+    OrderStatus,
     Pool,
     PoolShare,
     PoolStatus,
+    PriceUnit,
     Site,
     SiteStatus,
     SoftwareStack,
+    Workload,
 )
+
+_T = TypeVar("_T")
 
 MAX_ACCELERATORS_PER_POOL = 100_000
 # Absolute sanity limits for figures of chips whose datasheet is silent (no 1.5x check possible).
@@ -652,3 +667,720 @@ def attestation_review(*, attestation: Attestation, actor: User, accept: bool, n
             after={"status": attestation.status, "note": note},
         )
     return attestation
+
+
+# --- Market: offers, bids, matching, leases (DESIGN.md §4.3) ---------------------------------------------
+#
+# Every order submission and every change that frees or takes capacity runs under ONE transaction-level
+# advisory lock (MARKET_LOCK): the book is read from the database, the pure engine (marketplace.matching) runs,
+# and its trades are written as leases with allocations, all in one transaction, so concurrent submissions
+# from many processes see each other's trades. One lock for the whole market is simple and enough for now; it
+# can later be split per accelerator model. The lock is not what guarantees the invariant: the exclusion
+# constraint on LeaseAllocation is. If it ever fires, the whole submission rolls back and the order is refused.
+
+MARKET_LOCK = 0x5375616E_4C69_01  # pg_advisory_xact_lock key of the market
+PRICE_QUANTUM = Decimal("0.000001")  # prices are matched exactly in micro-yuan
+MAX_ORDER_HOURS = 24 * 366
+MAX_ORDER_ACCELERATORS = 100_000
+CONFIRM_WINDOW = timedelta(hours=2)  # a provider confirms or rejects a pending lease within this time
+MAX_PRICE = Decimal("1000000")
+
+
+def _market_lock() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MARKET_LOCK])
+
+
+def _epoch_hour(value: datetime) -> int:
+    return int(value.timestamp()) // 3600
+
+
+def _from_hour(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, tz=UTC)
+
+
+def _whole_hour(value: datetime) -> bool:
+    return value.minute == 0 and value.second == 0 and value.microsecond == 0
+
+
+def _micro(value: Decimal) -> int:
+    return int((value * matching.MICRO).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _price_errors(value: Decimal | None, field: str) -> list[FieldError]:
+    if value is None:
+        return [FieldError("required", MSG_REQUIRED, field)]
+    if value <= 0:
+        return [FieldError("price_not_positive", _("The price must be above zero."), field)]
+    if value > MAX_PRICE:
+        return [FieldError("price_too_high", _("The price is too high."), field)]
+    if value != value.quantize(PRICE_QUANTUM):
+        return [FieldError("price_precision", _("Prices have at most 6 decimal places."), field)]
+    return []
+
+
+def _window_errors(start: datetime | None, end: datetime | None, start_field: str, end_field: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if start is None:
+        errors.append(FieldError("required", MSG_REQUIRED, start_field))
+    if end is None:
+        errors.append(FieldError("required", MSG_REQUIRED, end_field))
+    if start is None or end is None:
+        return errors
+    for value, field in ((start, start_field), (end, end_field)):
+        if not _whole_hour(value):
+            errors.append(FieldError("not_whole_hour", _("Use a whole hour (UTC), e.g. 08:00."), field))
+    if end <= start:
+        errors.append(FieldError("window_order", _("The end must be after the start."), end_field))
+    elif start < floor_hour(utcnow()):
+        errors.append(FieldError("window_in_past", _("The window starts in the past."), start_field))
+    elif end - start > timedelta(hours=MAX_ORDER_HOURS):
+        errors.append(FieldError("window_too_long", _("The window is longer than a year."), end_field))
+    return errors
+
+
+def pool_attributes(pool: Pool) -> matching.PoolAttributes:
+    """What the engine filters and normalises on, from a pool with its site, hub, model and attestation."""
+    normalised = pool.normalised()
+    site = pool.site
+    attestation = pool.current_attestation
+    tflops = attestation.measured_tflops if attestation else pool.accelerator_model.dense_tflops
+    memory = pool.accelerator_model.memory_gb
+    return matching.PoolAttributes(
+        pool_id=str(pool.pk),
+        model=str(pool.accelerator_model_id),
+        vendor=pool.accelerator_model.vendor,
+        domestic=pool.accelerator_model.domestic,
+        verified=pool.verified,
+        hub=site.hub.code if site.hub else None,
+        province=site.province,
+        green_share_pct=int(site.green_share_pct),
+        pue_milli=int(site.pue * 1000),
+        tflops=int(tflops or 0),
+        memory_gb=int(memory or 0),
+        scu_micro=_micro(normalised.scu.value) if normalised.scu else 0,
+        bwu_micro=_micro(normalised.bwu.value) if normalised.bwu else 0,
+    )
+
+
+def _engine_offer(offer: Offer, pool_attrs: matching.PoolAttributes, now_hour: int) -> matching.Offer:
+    """The offer as the engine sees it from the current hour on: earlier hours cannot be sold any more."""
+    start_hour = max(_epoch_hour(offer.start), now_hour)
+    allocations = [
+        (max(_epoch_hour(lease.start), start_hour), _epoch_hour(lease.end), lease.accelerators)
+        for lease in offer.leases.all()
+        if lease.status != LeaseStatus.CANCELLED and _epoch_hour(lease.end) > start_hour
+    ]
+    return matching.Offer(
+        offer_id=str(offer.pk),
+        pool=pool_attrs,
+        accelerators=offer.accelerators,
+        start_hour=start_hour,
+        end_hour=_epoch_hour(offer.end),
+        ask_micro=_micro(offer.ask),
+        min_lease_hours=offer.min_lease_hours,
+        arrival=int(offer.created_at.timestamp() * 1_000_000),
+        allocations=allocations,
+    )
+
+
+def _constraints(bid: Bid) -> matching.Constraints:
+    models = frozenset(str(m.pk) for m in bid.accelerator_models.all())
+    hubs = frozenset(h.code for h in bid.hubs.all())
+    return matching.Constraints(
+        models=models or None,
+        min_tflops=bid.min_tflops,
+        min_memory_gb=bid.min_memory_gb,
+        hubs=hubs or None,
+        provinces=frozenset(bid.provinces) or None,
+        min_green_share_pct=bid.min_green_share_pct,
+        max_pue_milli=int(bid.max_pue * 1000) if bid.max_pue is not None else None,
+        domestic_only=bid.domestic_only,
+        verified_only=bid.verified_only,
+    )
+
+
+def _engine_bid(bid: Bid, now_hour: int) -> matching.Bid:
+    return matching.Bid(
+        bid_id=str(bid.pk),
+        accelerators=bid.accelerators,
+        hours=bid.hours,
+        earliest_start_hour=max(_epoch_hour(bid.earliest_start), now_hour),
+        latest_end_hour=_epoch_hour(bid.latest_end),
+        limit_micro=_micro(bid.limit_price),
+        unit=matching.PriceUnit(bid.price_unit),
+        constraints=_constraints(bid),
+        split_allowed=bid.split_allowed,
+        arrival=int(bid.created_at.timestamp() * 1_000_000),
+        filled=bid.filled_accelerators,
+        fixed_start_hour=_epoch_hour(bid.fixed_start) if bid.fixed_start else None,
+    )
+
+
+def _tradable_offers(now: datetime) -> QuerySet[Offer]:
+    return Offer.objects.filter(
+        status=OrderStatus.OPEN,
+        end__gt=floor_hour(now),
+        pool__status=PoolStatus.LISTED,
+        pool__site__status=SiteStatus.ACTIVE,
+    ).select_related("pool__site__hub", "pool__accelerator_model", "pool__current_attestation")
+
+
+def _tradable_bids(now: datetime) -> QuerySet[Bid]:
+    return Bid.objects.filter(status=OrderStatus.OPEN, latest_end__gt=floor_hour(now)).prefetch_related(
+        "accelerator_models", "hubs"
+    )
+
+
+def _assign_indexes(pool: Pool, start: datetime, end: datetime, count: int) -> list[int]:
+    """The lowest accelerator indexes of the pool free over the whole of [start, end) (first fit)."""
+    busy = set(
+        LeaseAllocation.objects.filter(pool=pool, period__overlap=(start, end)).values_list(
+            "accelerator_index", flat=True
+        )
+    )
+    free = [i for i in range(pool.accelerator_count) if i not in busy][:count]
+    if len(free) < count:
+        # Offered capacity never exceeds the pool, but fixed indexes can fragment: refuse rather than move a lease.
+        raise ApplicationError(
+            "capacity_conflict", _("The capacity was taken in the meantime: submit the order again."), status_code=409
+        )
+    return free
+
+
+def _lease_event(lease: Lease, from_status: str, actor: Any, note: str = "") -> None:
+    LeaseEvent.objects.create(
+        lease=lease, from_status=from_status, to_status=lease.status, actor_label=_label_for(actor), note=note
+    )
+
+
+def _persist_trades(
+    trades: list[matching.Trade], offers: dict[str, Offer], bids: dict[str, Bid], actor: Any, now: datetime
+) -> list[Lease]:
+    leases: list[Lease] = []
+    for trade in trades:
+        offer = offers[trade.offer_id]
+        bid = bids[trade.bid_id]
+        start, end = _from_hour(trade.start_hour), _from_hour(trade.end_hour)
+        lease = Lease.objects.create(
+            bid=bid,
+            offer=offer,
+            pool=offer.pool,
+            buyer_id=bid.organization_id,
+            provider_id=offer.organization_id,
+            accelerators=trade.accelerators,
+            start=start,
+            end=end,
+            price=Decimal(trade.price_micro) / matching.MICRO,
+            currency=offer.currency,
+            confirm_by=now + CONFIRM_WINDOW,
+        )
+        LeaseAllocation.objects.bulk_create(
+            LeaseAllocation(lease=lease, pool=offer.pool, accelerator_index=index, period=(start, end))
+            for index in _assign_indexes(offer.pool, start, end, trade.accelerators)
+        )
+        _lease_event(lease, "", actor, note=f"matched ({trade.aggressor} took liquidity)")
+        audit_record(
+            action="lease.created",
+            target=lease,
+            actor=actor,
+            organization=offer.organization,
+            after={
+                "bid": str(bid.public_id),
+                "offer": str(offer.public_id),
+                "accelerators": lease.accelerators,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "price": str(lease.price),
+                "currency": lease.currency,
+            },
+        )
+        outbox_enqueue("marketplace.tasks.lease_notify", kwargs={"lease_id": str(lease.public_id), "event": "created"})
+        leases.append(lease)
+    return leases
+
+
+def _save_engine_state(
+    engine_offers: dict[str, matching.Offer],
+    engine_bids: dict[str, matching.Bid],
+    offers: dict[str, Offer],
+    bids: dict[str, Bid],
+    touched: set[tuple[str, str]],
+) -> None:
+    for bid_id, offer_id in touched:
+        offer, engine_offer = offers[offer_id], engine_offers[offer_id]
+        if engine_offer.sold_out() and offer.status == OrderStatus.OPEN:
+            offer.status = OrderStatus.FILLED
+            offer.save(update_fields=["status", "updated_at"])
+        bid, engine_bid = bids[bid_id], engine_bids[bid_id]
+        bid.filled_accelerators = engine_bid.filled
+        bid.fixed_start = _from_hour(engine_bid.fixed_start_hour) if engine_bid.fixed_start_hour is not None else None
+        if engine_bid.remaining == 0:
+            bid.status = OrderStatus.FILLED
+        bid.save(update_fields=["filled_accelerators", "fixed_start", "status", "updated_at"])
+
+
+def _match(*, incoming: Offer | Bid, actor: Any, now: datetime) -> list[Lease]:
+    """Run the engine for one incoming order against the resting side. Call under the market lock.
+
+    Leases start at the current hour at the earliest (it may have begun a few minutes ago)."""
+    now_hour = _epoch_hour(now)
+    offers: dict[str, Offer] = {}
+    bids: dict[str, Bid] = {}
+    engine_offers: dict[str, matching.Offer] = {}
+    engine_bids: dict[str, matching.Bid] = {}
+    book = matching.OrderBook()
+    if isinstance(incoming, Bid):
+        # Resting offers that could cross: open, not over, overlapping the bid's window, of the named models.
+        resting = (
+            _tradable_offers(now)
+            .filter(start__lt=incoming.latest_end, end__gt=incoming.earliest_start)
+            .prefetch_related("leases")
+            .order_by("created_at", "id")
+        )
+        models = list(incoming.accelerator_models.all())
+        if models:
+            resting = resting.filter(pool__accelerator_model__in=models)
+        for offer in resting:
+            engine_offer = _engine_offer(offer, pool_attributes(offer.pool), now_hour)
+            offers[engine_offer.offer_id], engine_offers[engine_offer.offer_id] = offer, engine_offer
+            book.add_offer(engine_offer)  # no bids in the book yet: it only rests
+        engine_bid = _engine_bid(incoming, now_hour)
+        bids[engine_bid.bid_id], engine_bids[engine_bid.bid_id] = incoming, engine_bid
+        trades = book.add_bid(engine_bid)
+    else:
+        resting_bids = (
+            _tradable_bids(now)
+            .filter(earliest_start__lt=incoming.end, latest_end__gt=incoming.start)
+            .order_by("created_at", "id")
+        )
+        for bid in resting_bids:
+            engine_bid = _engine_bid(bid, now_hour)
+            bids[engine_bid.bid_id], engine_bids[engine_bid.bid_id] = bid, engine_bid
+            book.add_bid(engine_bid)  # no offers in the book yet: it only rests
+        engine_offer = _engine_offer(incoming, pool_attributes(incoming.pool), now_hour)
+        offers[engine_offer.offer_id], engine_offers[engine_offer.offer_id] = incoming, engine_offer
+        trades = book.add_offer(engine_offer)
+    if not trades:
+        return []
+    leases = _persist_trades(trades, offers, bids, actor, now)
+    _save_engine_state(engine_offers, engine_bids, offers, bids, {(t.bid_id, t.offer_id) for t in trades})
+    return leases
+
+
+def _run_refusing_double_sales(work: Callable[[], _T]) -> _T:
+    """``work`` in a transaction under the market lock; the exclusion constraint turns into a refusal."""
+    try:
+        with transaction.atomic():
+            _market_lock()
+            return work()
+    except IntegrityError as error:
+        if "allocation_no_double_sale" not in str(error):
+            raise
+        raise ApplicationError(
+            "capacity_conflict", _("The capacity was taken in the meantime: submit the order again."), status_code=409
+        ) from None
+
+
+# --- Offers ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfferInput:
+    pool_id: uuid.UUID | str | None
+    accelerators: int | None
+    start: datetime | None
+    end: datetime | None
+    ask: Decimal | None
+    currency: str = "CNY"
+    min_lease_hours: int = 1
+
+
+def _peak_offered(offers: Iterable[Offer], start: datetime, end: datetime) -> int:
+    """The most accelerators these offers put on sale at once inside [start, end)."""
+    points: list[tuple[datetime, int]] = []
+    for offer in offers:
+        points.append((max(offer.start, start), offer.accelerators))
+        points.append((min(offer.end, end), -offer.accelerators))
+    used = peak = 0
+    for _at, delta in sorted(points, key=lambda p: (p[0], p[1])):  # ends before starts: half-open
+        used += delta
+        peak = max(peak, used)
+    return peak
+
+
+def _offer_check(organization: Organization, data: OfferInput) -> tuple[list[FieldError], Pool | None]:
+    errors: list[FieldError] = []
+    pool = None
+    pool_uuid = _parse_uuid(data.pool_id) if data.pool_id else None
+    if pool_uuid is not None:
+        pool = Pool.objects.select_related("site").filter(organization=organization, public_id=pool_uuid).first()
+    if pool is None:
+        # Another provider's pool is as unknown as a made-up id.
+        errors.append(FieldError("unknown_pool", _("Unknown pool."), "pool"))
+    elif pool.status != PoolStatus.LISTED or pool.site.status != SiteStatus.ACTIVE:
+        errors.append(FieldError("pool_not_listed", _("Only a listed pool of an active site can be offered."), "pool"))
+    if data.accelerators is None or data.accelerators <= 0:
+        errors.append(FieldError("accelerators_not_positive", _("Offer at least one accelerator."), "accelerators"))
+    elif pool is not None and data.accelerators > pool.accelerator_count:
+        errors.append(
+            FieldError(
+                "beyond_pool_size",
+                _("The pool has only %(count)s accelerators.") % {"count": pool.accelerator_count},
+                "accelerators",
+            )
+        )
+    errors += _window_errors(data.start, data.end, "start", "end")
+    errors += _price_errors(data.ask, "ask")
+    if data.currency not in ("CNY", "USD"):
+        errors.append(FieldError("unknown_currency", _("Use CNY or USD."), "currency"))
+    if data.min_lease_hours > MAX_ORDER_HOURS:
+        errors.append(
+            FieldError("min_lease_too_long", _("The minimum lease is longer than the window."), "min_lease_hours")
+        )
+    elif data.min_lease_hours <= 0:
+        errors.append(
+            FieldError("min_lease_not_positive", _("The minimum lease is at least one hour."), "min_lease_hours")
+        )
+    elif (
+        data.start
+        and data.end
+        and data.end > data.start
+        and timedelta(hours=data.min_lease_hours) > data.end - data.start
+    ):
+        errors.append(
+            FieldError("min_lease_too_long", _("The minimum lease is longer than the window."), "min_lease_hours")
+        )
+    return errors, pool
+
+
+def _offer_overlap_error(pool: Pool, data: OfferInput) -> FieldError | None:
+    assert data.start is not None
+    assert data.end is not None
+    assert data.accelerators is not None
+    overlapping = Offer.objects.filter(
+        pool=pool, status__in=[OrderStatus.OPEN, OrderStatus.FILLED], start__lt=data.end, end__gt=data.start
+    )
+    if _peak_offered(overlapping, data.start, data.end) + data.accelerators > pool.accelerator_count:
+        return FieldError(
+            "overlaps_offered_capacity",
+            _("With your other offers of this pool in this window, this offers more accelerators than the pool has."),
+            "accelerators",
+        )
+    return None
+
+
+def offer_create(*, organization: Organization, actor: Any, data: OfferInput, now: datetime | None = None) -> Offer:
+    """Post an offer and match it against resting bids at once (its trades are pending leases)."""
+    _require_provider(organization)
+    errors, pool = _offer_check(organization, data)
+    if errors:
+        raise ValidationFailed(errors)
+    assert pool is not None
+    now = now or utcnow()
+
+    def work() -> Offer:
+        assert pool is not None
+        assert data.start
+        assert data.end
+        assert data.ask
+        assert data.accelerators
+        overlap = _offer_overlap_error(pool, data)  # under the lock: two racing offers see each other
+        if overlap:
+            raise ValidationFailed([overlap])
+        offer = Offer.objects.create(
+            organization=organization,
+            pool=pool,
+            accelerators=data.accelerators,
+            start=data.start,
+            end=data.end,
+            ask=data.ask,
+            currency=data.currency,
+            min_lease_hours=data.min_lease_hours,
+        )
+        audit_record(
+            action="offer.created",
+            target=offer,
+            actor=actor,
+            organization=organization,
+            after=_snapshot(offer, ["pool", "accelerators", "start", "end", "ask", "currency", "min_lease_hours"]),
+        )
+        _match(incoming=offer, actor=actor, now=now)
+        offer.refresh_from_db()
+        return offer
+
+    return _run_refusing_double_sales(work)
+
+
+def offer_cancel(*, organization: Organization, actor: Any, offer: Offer) -> Offer:
+    """Withdraw what is unsold of an open offer; leases already made stand."""
+    if offer.organization_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    with transaction.atomic():
+        _market_lock()
+        offer = Offer.objects.select_for_update().get(pk=offer.pk)
+        if offer.status != OrderStatus.OPEN:
+            raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
+        offer.status = OrderStatus.CANCELLED
+        offer.save(update_fields=["status", "updated_at"])
+        audit_record(action="offer.cancelled", target=offer, actor=actor, organization=organization)
+    return offer
+
+
+# --- Bids -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BidInput:
+    accelerators: int | None
+    hours: int | None
+    earliest_start: datetime | None
+    latest_end: datetime | None
+    limit_price: Decimal | None
+    price_unit: str = PriceUnit.ACCELERATOR_HOUR
+    currency: str = "CNY"
+    workload: str = Workload.TRAINING
+    accelerator_models: tuple[str, ...] = ()
+    min_tflops: int = 0
+    min_memory_gb: int = 0
+    hubs: tuple[str, ...] = ()
+    provinces: tuple[str, ...] = ()
+    min_green_share_pct: int = 0
+    max_pue: Decimal | None = None
+    domestic_only: bool = False
+    verified_only: bool = False
+    split_allowed: bool = False
+
+
+def _bid_check(data: BidInput) -> tuple[list[FieldError], list[AcceleratorModel], list[Hub]]:
+    errors: list[FieldError] = []
+    if data.accelerators is None or data.accelerators <= 0:
+        errors.append(FieldError("accelerators_not_positive", _("Ask for at least one accelerator."), "accelerators"))
+    elif data.accelerators > MAX_ORDER_ACCELERATORS:
+        errors.append(
+            FieldError("too_many_accelerators", _("That is more accelerators than the market has."), "accelerators")
+        )
+    if data.hours is None or data.hours <= 0:
+        errors.append(FieldError("hours_not_positive", _("Ask for at least one hour."), "hours"))
+    elif data.hours > MAX_ORDER_HOURS:
+        errors.append(FieldError("window_too_long", _("The window is longer than a year."), "hours"))
+    errors += _window_errors(data.earliest_start, data.latest_end, "earliest_start", "latest_end")
+    if (
+        data.hours
+        and 0 < data.hours <= MAX_ORDER_HOURS
+        and data.earliest_start
+        and data.latest_end
+        and data.latest_end > data.earliest_start
+        and timedelta(hours=data.hours) > data.latest_end - data.earliest_start
+    ):
+        errors.append(FieldError("window_too_short", _("The window is shorter than the hours asked for."), "hours"))
+    errors += _price_errors(data.limit_price, "limit_price")
+    if data.price_unit not in PriceUnit.values:
+        errors.append(FieldError("unknown_unit", _("Unknown price unit."), "price_unit"))
+    if data.currency not in ("CNY", "USD"):
+        errors.append(FieldError("unknown_currency", _("Use CNY or USD."), "currency"))
+    if data.workload not in Workload.values:
+        errors.append(FieldError("unknown_workload", _("Choose training or inference."), "workload"))
+    model_ids = [_parse_uuid(m) for m in data.accelerator_models]
+    models = list(AcceleratorModel.objects.filter(public_id__in=[m for m in model_ids if m]))
+    if len(models) != len(set(data.accelerator_models)) or None in model_ids:
+        errors.append(FieldError("unknown_model", _("Unknown accelerator model."), "accelerator_models"))
+    hubs = list(Hub.objects.filter(code__in=data.hubs))
+    if len(hubs) != len(set(data.hubs)):
+        errors.append(FieldError("unknown_hub", _("Unknown hub."), "hubs"))
+    if any(p not in PROVINCE_EN_BY_CODE for p in data.provinces):
+        errors.append(FieldError("invalid_province", _("Choose a province."), "provinces"))
+    if not 0 <= data.min_green_share_pct <= 100:
+        errors.append(FieldError("green_share_range", _("A share is between 0 and 100%."), "min_green_share_pct"))
+    if data.max_pue is not None and not PUE_MIN <= data.max_pue <= PUE_MAX:
+        errors.append(FieldError("pue_range", _("PUE is between 1.0 and 3.0."), "max_pue"))
+    if data.min_tflops < 0 or data.min_memory_gb < 0:
+        errors.append(FieldError("negative", _("Use zero or more."), "min_tflops"))
+    return errors, models, hubs
+
+
+def _satisfiable_error(bid: Bid) -> FieldError | None:
+    """Refuse constraints that no pool on the market could ever satisfy, rather than leave the bid resting."""
+    constraints = _constraints(bid)
+    pools = Pool.objects.filter(status=PoolStatus.LISTED, site__status=SiteStatus.ACTIVE).select_related(
+        "site__hub", "accelerator_model", "current_attestation"
+    )
+    if constraints.models:
+        pools = pools.filter(accelerator_model_id__in=[int(m) for m in constraints.models])
+    unit = matching.PriceUnit(bid.price_unit)
+    fitting = [
+        pool for pool in pools if constraints.accepts(attrs := pool_attributes(pool)) and attrs.unit_micro(unit) > 0
+    ]
+    if not fitting:
+        return FieldError(
+            "unsatisfiable",
+            _("No pool on the market meets these constraints (and price unit): relax them."),
+        )
+    if not bid.split_allowed and max(p.accelerator_count for p in fitting) < bid.accelerators:
+        return FieldError(
+            "beyond_pool_size",
+            _("No pool that meets these constraints has this many accelerators: allow splitting or ask for fewer."),
+            "accelerators",
+        )
+    return None
+
+
+def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: datetime | None = None) -> Bid:
+    """Place a bid and match it against resting offers at once; what is not filled rests until it expires."""
+    if organization.kind != OrganizationKind.BUYER:
+        raise ApplicationError("not_a_buyer", _("Only buyers place bids."), status_code=403)
+    errors, models, hubs = _bid_check(data)
+    if errors:
+        raise ValidationFailed(errors)
+    now = now or utcnow()
+
+    def work() -> Bid:
+        assert data.accelerators
+        assert data.hours
+        assert data.earliest_start
+        assert data.latest_end
+        assert data.limit_price
+        bid = Bid.objects.create(
+            organization=organization,
+            accelerators=data.accelerators,
+            hours=data.hours,
+            earliest_start=data.earliest_start,
+            latest_end=data.latest_end,
+            limit_price=data.limit_price,
+            price_unit=data.price_unit,
+            currency=data.currency,
+            workload=data.workload,
+            min_tflops=data.min_tflops,
+            min_memory_gb=data.min_memory_gb,
+            provinces=sorted(set(data.provinces)),
+            min_green_share_pct=data.min_green_share_pct,
+            max_pue=data.max_pue,
+            domestic_only=data.domestic_only,
+            verified_only=data.verified_only,
+            split_allowed=data.split_allowed,
+        )
+        bid.accelerator_models.set(models)
+        bid.hubs.set(hubs)
+        unsatisfiable = _satisfiable_error(bid)
+        if unsatisfiable:
+            raise ValidationFailed([unsatisfiable])  # rolls the bid back
+        audit_record(
+            action="bid.created",
+            target=bid,
+            actor=actor,
+            organization=organization,
+            after=_snapshot(
+                bid, ["accelerators", "hours", "earliest_start", "latest_end", "limit_price", "price_unit"]
+            ),
+        )
+        _match(incoming=bid, actor=actor, now=now)
+        bid.refresh_from_db()
+        return bid
+
+    return _run_refusing_double_sales(work)
+
+
+def bid_cancel(*, organization: Organization, actor: Any, bid: Bid) -> Bid:
+    """Withdraw the unfilled part of an open bid; leases already made stand."""
+    if bid.organization_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    with transaction.atomic():
+        _market_lock()
+        bid = Bid.objects.select_for_update().get(pk=bid.pk)
+        if bid.status != OrderStatus.OPEN:
+            raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
+        bid.status = OrderStatus.CANCELLED
+        bid.save(update_fields=["status", "updated_at"])
+        audit_record(action="bid.cancelled", target=bid, actor=actor, organization=organization)
+    return bid
+
+
+# --- Leases ---------------------------------------------------------------------------------------------
+
+
+def _release(lease: Lease) -> None:
+    """Give a lease's capacity back to its offer and its accelerators back to its bid (not re-matched now)."""
+    lease.allocations.all().delete()
+    offer = Offer.objects.select_for_update().get(pk=lease.offer_id)
+    if offer.status == OrderStatus.FILLED:
+        offer.status = OrderStatus.OPEN
+        offer.save(update_fields=["status", "updated_at"])
+    bid = Bid.objects.select_for_update().get(pk=lease.bid_id)
+    bid.filled_accelerators -= lease.accelerators
+    if bid.filled_accelerators == 0:
+        bid.fixed_start = None
+    if bid.status == OrderStatus.FILLED:
+        bid.status = OrderStatus.OPEN
+    bid.save(update_fields=["filled_accelerators", "fixed_start", "status", "updated_at"])
+
+
+def lease_respond(
+    *, organization: Organization, actor: Any, lease: Lease, confirm: bool, note: str = "", now: datetime | None = None
+) -> Lease:
+    """The provider confirms (active) or rejects (cancelled, capacity returned) a pending lease before its deadline."""
+    if lease.provider_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    now = now or utcnow()
+    with transaction.atomic():
+        _market_lock()
+        lease = Lease.objects.select_for_update().get(pk=lease.pk)
+        if lease.status != LeaseStatus.PENDING:
+            raise ApplicationError("not_pending", _("This lease is no longer waiting for you."), status_code=409)
+        if now >= lease.confirm_by:
+            raise ApplicationError(
+                "confirmation_expired", _("The deadline to confirm this lease has passed."), status_code=409
+            )
+        previous = lease.status
+        lease.status = LeaseStatus.ACTIVE if confirm else LeaseStatus.CANCELLED
+        lease.save(update_fields=["status", "updated_at"])
+        if not confirm:
+            _release(lease)
+        _lease_event(lease, previous, actor, note=note[:500])
+        audit_record(
+            action="lease.confirmed" if confirm else "lease.rejected",
+            target=lease,
+            actor=actor,
+            organization=organization,
+            before={"status": previous},
+            after={"status": lease.status},
+        )
+        outbox_enqueue(
+            "marketplace.tasks.lease_notify", kwargs={"lease_id": str(lease.public_id), "event": lease.status}
+        )
+    return lease
+
+
+def lease_expire_unconfirmed(*, now: datetime | None = None) -> int:
+    """Cancel pending leases past their confirmation deadline and return their capacity. Idempotent."""
+    now = now or utcnow()
+    expired = 0
+    with transaction.atomic():
+        _market_lock()
+        for lease in Lease.objects.select_for_update().filter(status=LeaseStatus.PENDING, confirm_by__lte=now):
+            lease.status = LeaseStatus.CANCELLED
+            lease.save(update_fields=["status", "updated_at"])
+            _release(lease)
+            _lease_event(lease, LeaseStatus.PENDING, None, note="confirmation deadline passed")
+            audit_record(
+                action="lease.expired",
+                target=lease,
+                organization=lease.provider,
+                before={"status": LeaseStatus.PENDING},
+                after={"status": lease.status},
+            )
+            expired += 1
+    return expired
+
+
+def order_expire_due(*, now: datetime | None = None) -> int:
+    """Mark open offers and bids whose window has ended as expired (they are already out of the book). Idempotent."""
+    now = now or utcnow()
+    with transaction.atomic():
+        _market_lock()
+        offers = Offer.objects.filter(status=OrderStatus.OPEN, end__lte=now).update(
+            status=OrderStatus.EXPIRED, updated_at=now
+        )
+        bids = Bid.objects.filter(status=OrderStatus.OPEN, latest_end__lte=now).update(
+            status=OrderStatus.EXPIRED, updated_at=now
+        )
+    return offers + bids

@@ -20,5 +20,7 @@ urlpatterns = [
     path("supply/pools/<uuid:pool_id>/edit/", views.pool_edit, name="pool-edit"),
     path("supply/pools/<uuid:pool_id>/status/", views.pool_status, name="pool-status"),
     path("supply/pools/<uuid:pool_id>/attest/", views.pool_attest, name="pool-attest"),
+    path("market/leases/", views.lease_list, name="lease-list"),
+    path("market/leases/<uuid:lease_id>/respond/", views.lease_respond, name="lease-respond"),
     path("supply/attestations/<uuid:attestation_id>/", views.attestation_detail, name="attestation-detail"),
 ]

@@ -402,3 +402,35 @@ def attestation_detail(request: HttpRequest, attestation_id: UUID) -> HttpRespon
     return render(
         request, "marketplace/attestation_detail.html", {"attestation": attestation, "normalised": normalised}
     )
+
+
+# --- Market: my leases (both sides) ---------------------------------------------------------------------
+
+
+@require_GET
+@member_required(kinds=[OrganizationKind.PROVIDER, OrganizationKind.BUYER])
+def lease_list(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    context = {
+        "leases": selectors.lease_list(organization)[:200],
+        "is_provider": organization.kind == OrganizationKind.PROVIDER,
+        "can_respond": request.membership.has_role(Role.MEMBER),  # type: ignore[attr-defined]
+    }
+    return render(request, "marketplace/lease_list.html", context)
+
+
+@require_POST
+@member_required(kinds=PROVIDER, min_role=Role.MEMBER)
+def lease_respond(request: HttpRequest, lease_id: UUID) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    lease = selectors.lease_get_as_provider(organization, lease_id)
+    confirm = request.POST.get("decision") == "confirm"
+    try:
+        services.lease_respond(organization=organization, actor=request.user, lease=lease, confirm=confirm)
+    except ApplicationError as exc:
+        messages.error(request, str(exc.errors[0].message))
+    else:
+        messages.success(
+            request, _("Lease confirmed.") if confirm else _("Lease rejected; the capacity is for sale again.")
+        )
+    return redirect("marketplace:lease-list")

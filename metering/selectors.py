@@ -16,6 +16,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Organization
 from core.errors import ApplicationError
 from core.timeutils import month_start
+from marketplace import selectors as market_selectors
 from metering import ingest, signing
 from metering.ingest import LeaseFacts
 from metering.models import SignedBatch, SigningKey
@@ -75,13 +76,31 @@ def signing_key_for_request(
 
 
 def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str, LeaseFacts]:
-    """The provider's leases and token contracts named in a batch, as facts for validation.
+    """The provider's leases named in a batch, as facts for validation (cancelled leases are not usable).
 
-    Leases and token contracts are created by the market (issue 4, marketplace). Until that lands there are none,
-    so every record is rejected as ``unknown_lease``; the ingest pipeline itself is complete and tested with
-    facts passed in directly.
+    Token contracts do not exist yet (issue 4 builds capacity leases first); their ids stay unknown.
     """
-    return {}
+    wanted = {str(u) for u in (_as_uuid(p) for p in public_ids) if u is not None}
+    if not wanted:
+        return {}
+    return {
+        str(lease.public_id): LeaseFacts(
+            public_id=str(lease.public_id),
+            provider_id=lease.provider_id,
+            accelerators=lease.accelerators,
+            start=lease.start,
+            end=lease.end,
+            kind="lease",
+        )
+        for lease in market_selectors.lease_facts_for_provider(organization, wanted)
+    }
+
+
+def _as_uuid(value: str) -> UUID | None:
+    try:
+        return UUID(str(value))
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 def usage_closed_before(now: datetime) -> datetime:

@@ -77,6 +77,28 @@ def _attestation(make_org: MakeOrg) -> tuple[Organization, str]:
     return organization, str(make_attestation(make_pool(make_site(organization))).public_id)
 
 
+def _offer(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.factories import make_listed_pool, make_offer
+
+    organization = make_org("provider")
+    return organization, str(make_offer(make_listed_pool(organization)).public_id)
+
+
+def _bid(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.factories import make_bid
+
+    organization = make_org("buyer")
+    return organization, str(make_bid(organization).public_id)
+
+
+def _lease(make_org: MakeOrg) -> tuple[Organization, str]:
+    """A pending lease; the provider is the owner (the buyer sees it too, tested in tests/marketplace)."""
+    from tests.marketplace.factories import make_lease
+
+    provider = make_org("provider")
+    return provider, str(make_lease(provider, make_org("buyer")).public_id)
+
+
 OBJECT_FACTORIES: dict[str, Factory] = {
     "membership_id": _membership,
     "invitation_id": _invitation,
@@ -85,9 +107,17 @@ OBJECT_FACTORIES: dict[str, Factory] = {
     "pool_id": _pool,
     "attestation_id": _attestation,
     "signing_key_id": _signing_key,
+    "offer_id": _offer,
+    "bid_id": _bid,
+    "lease_id": _lease,
 }
 
 # Vouchers (tests/vouchers/tenancy_factories.py).
 from tests.vouchers.tenancy_factories import VOUCHER_FACTORIES  # noqa: E402
 
 OBJECT_FACTORIES.update(VOUCHER_FACTORIES)
+
+# Green (tests/green/tenancy_factories.py).
+from tests.green.tenancy_factories import GREEN_FACTORIES  # noqa: E402
+
+OBJECT_FACTORIES.update(GREEN_FACTORIES)

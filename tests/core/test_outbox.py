@@ -279,3 +279,25 @@ def test_relay_command_and_task_publish_what_is_pending(broker, capsys):
     OutboxMessage.objects.create(task_name=PING, args=["3"])
     assert relay_task() == 1
     assert len(broker.messages()) == 3
+
+
+def test_the_worker_marks_the_row_completed(worker):
+    token = uuid.uuid4().hex
+    with transaction.atomic():
+        message = outbox_enqueue(PING, args=[token])
+    wait_for(lambda: OutboxMessage.objects.get(pk=message.pk).completed_at is not None)
+    assert pinged(token)
+
+
+def test_published_but_never_completed_work_is_published_again_after_the_lease(broker, settings):
+    """A worker killed mid-task on a broker that forgot the message (tests/faults proves it with real workers)."""
+    settings.OUTBOX_REDELIVER_AFTER = 3600
+    with transaction.atomic():
+        message = outbox_enqueue(PING, args=["killed"])
+    assert outbox_relay() == 0  # published a moment ago: still within its lease
+    settings.OUTBOX_REDELIVER_AFTER = 0
+    assert outbox_relay() == 1  # the lease is over and no worker completed it: published again
+    assert [h["id"] for h in broker.messages()] == [str(message.public_id)] * 2  # same task id: one task
+    assert outbox.outbox_complete(str(message.public_id))
+    assert outbox_relay() == 0  # completed: never again
+    assert not outbox.outbox_complete("not-a-task-id-of-the-outbox")

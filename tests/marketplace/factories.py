@@ -56,3 +56,81 @@ def make_attestation(pool: Pool, tflops: str = "900", tbps: str = "3.1") -> Atte
         source="portal",
         submitted_by_label="test",
     )
+
+
+def next_hour(hours_ahead: int = 1):
+    """A whole UTC hour in the future."""
+    from datetime import timedelta
+
+    from core.timeutils import floor_hour, utcnow
+
+    return floor_hour(utcnow()) + timedelta(hours=hours_ahead)
+
+
+def make_listed_pool(organization: Organization, count: int = 8, name: str = "H100 池", **fields: object) -> Pool:
+    site = Site.objects.filter(organization=organization).first() or make_site(organization)
+    return make_pool(site, name=name, accelerator_count=count, status="listed", **fields)
+
+
+def make_offer(pool: Pool, accelerators: int | None = None, hours: int = 24, ask: str = "10", **fields: object):
+    from datetime import timedelta
+
+    from marketplace.models import Offer
+
+    start = fields.pop("start", None) or next_hour()
+    return Offer.objects.create(
+        organization=pool.organization,
+        pool=pool,
+        accelerators=accelerators or pool.accelerator_count,
+        start=start,
+        end=start + timedelta(hours=hours),  # type: ignore[operator]
+        ask=Decimal(ask),
+        **fields,
+    )
+
+
+def make_bid(organization: Organization, accelerators: int = 1, hours: int = 4, limit: str = "20", **fields: object):
+    from datetime import timedelta
+
+    from marketplace.models import Bid
+
+    start = fields.pop("earliest_start", None) or next_hour()
+    return Bid.objects.create(
+        organization=organization,
+        accelerators=accelerators,
+        hours=hours,
+        earliest_start=start,
+        latest_end=start + timedelta(hours=hours),  # type: ignore[operator]
+        limit_price=Decimal(limit),
+        price_unit="acc_hour",
+        **fields,
+    )
+
+
+def make_lease(provider: Organization, buyer: Organization, accelerators: int = 2, **fields: object):
+    """A pending lease with its allocations, written directly (no matching)."""
+    import uuid
+    from datetime import timedelta
+
+    from core.timeutils import utcnow
+    from marketplace.models import Lease, LeaseAllocation
+
+    pool = make_listed_pool(provider, name=f"池 {uuid.uuid4().hex[:8]}")
+    offer = make_offer(pool)
+    bid = make_bid(buyer, accelerators=accelerators, earliest_start=offer.start, filled_accelerators=accelerators)
+    values: dict[str, object] = {"start": bid.earliest_start, "end": bid.latest_end, "status": "pending"}
+    values.update(fields)
+    lease = Lease.objects.create(
+        bid=bid,
+        offer=offer,
+        pool=pool,
+        buyer=buyer,
+        provider=provider,
+        accelerators=accelerators,
+        price=offer.ask,
+        confirm_by=utcnow() + timedelta(hours=2),
+        **values,
+    )
+    for index in range(accelerators):
+        LeaseAllocation.objects.create(lease=lease, pool=pool, accelerator_index=index, period=(lease.start, lease.end))
+    return lease
