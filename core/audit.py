@@ -9,7 +9,7 @@ from django.db import models
 from core.models import AuditLog
 
 
-def _label_for(actor: Any) -> str:
+def actor_label_for(actor: Any) -> str:
     """The label of who acted: "user:<email>", "api-key:<prefix>", str(actor), or "system" for nobody."""
     if actor is None or getattr(actor, "is_anonymous", False):
         return "system"
@@ -45,7 +45,7 @@ def audit_record(
         target_type=target_type or "",
         target_id=target_id or "",
         actor=user,
-        actor_label=actor_label or _label_for(actor),
+        actor_label=actor_label or actor_label_for(actor),
         organization=organization,
         before=before,
         after=after,

@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationAPIKey, OrganizationKind, User
 from accounts.regions import PROVINCE_EN_BY_CODE
-from core.audit import _label_for, audit_record
+from core.audit import actor_label_for, audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
 from core.outbox import outbox_enqueue
 from core.timeutils import floor_hour, utcnow
@@ -850,7 +850,7 @@ def _assign_indexes(pool: Pool, start: datetime, end: datetime, count: int) -> l
 
 def _lease_event(lease: Lease, from_status: str, actor: Any, note: str = "") -> None:
     LeaseEvent.objects.create(
-        lease=lease, from_status=from_status, to_status=lease.status, actor_label=_label_for(actor), note=note
+        lease=lease, from_status=from_status, to_status=lease.status, actor_label=actor_label_for(actor), note=note
     )
 
 
