@@ -65,6 +65,15 @@ def _email_error(email: str) -> FieldError | None:
 # --- Sign-up -----------------------------------------------------------------------------------------
 
 
+def _password_errors(password: str, user: User) -> list[FieldError]:
+    """Django's password validators, as errors on the ``password`` field."""
+    try:
+        validate_password(password, user)
+    except DjangoValidationError as exc:
+        return [FieldError(e.code or "invalid_password", " ".join(e.messages), "password") for e in exc.error_list]
+    return []
+
+
 def user_signup(
     *, email: str, password: str, full_name: str, organization_name: str, organization_kind: str
 ) -> tuple[User, Organization]:
@@ -80,12 +89,7 @@ def user_signup(
         errors.append(FieldError("invalid_kind", _("Choose provider, buyer or voucher issuer."), "organization_kind"))
     if not organization_name.strip():
         errors.append(FieldError("required", _("This field is required."), "organization_name"))
-    try:
-        validate_password(password, User(email=email, full_name=full_name))
-    except DjangoValidationError as exc:
-        errors.extend(
-            FieldError(e.code or "invalid_password", " ".join(e.messages), "password") for e in exc.error_list
-        )
+    errors.extend(_password_errors(password, User(email=email, full_name=full_name)))
     if errors:
         raise ValidationFailed(errors)
 
@@ -128,12 +132,9 @@ def user_signup_invited(*, token: str, password: str, full_name: str) -> tuple[U
         raise ApplicationError(
             "email_taken", _("An account with this email already exists: log in to accept."), field="email"
         )
-    try:
-        validate_password(password, User(email=email, full_name=full_name))
-    except DjangoValidationError as exc:
-        raise ValidationFailed(
-            FieldError(e.code or "invalid_password", " ".join(e.messages), "password") for e in exc.error_list
-        ) from None
+    password_errors = _password_errors(password, User(email=email, full_name=full_name))
+    if password_errors:
+        raise ValidationFailed(password_errors)
     try:
         with transaction.atomic():
             user = User.objects.create_user(email=email, password=password, full_name=full_name.strip())

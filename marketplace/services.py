@@ -54,6 +54,7 @@ from marketplace.models import (
 )
 
 _T = TypeVar("_T")
+OrderT = TypeVar("OrderT", Offer, Bid)
 
 MAX_ACCELERATORS_PER_POOL = 100_000
 # Absolute sanity limits for figures of chips whose datasheet is silent (no 1.5x check possible).
@@ -1114,17 +1115,7 @@ def offer_create(*, organization: Organization, actor: Any, data: OfferInput, no
 
 def offer_cancel(*, organization: Organization, actor: Any, offer: Offer) -> Offer:
     """Withdraw what is unsold of an open offer; leases already made stand."""
-    if offer.organization_id != organization.pk:
-        raise ApplicationError("not_found", _("Not found."), status_code=404)
-    with transaction.atomic():
-        _market_lock()
-        offer = Offer.objects.select_for_update().get(pk=offer.pk)
-        if offer.status != OrderStatus.OPEN:
-            raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
-        offer.status = OrderStatus.CANCELLED
-        offer.save(update_fields=["status", "updated_at"])
-        audit_record(action="offer.cancelled", target=offer, actor=actor, organization=organization)
-    return offer
+    return _order_cancel(organization=organization, actor=actor, order=offer, action="offer.cancelled")
 
 
 # --- Bids -----------------------------------------------------------------------------------------------
@@ -1282,17 +1273,22 @@ def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: d
 
 def bid_cancel(*, organization: Organization, actor: Any, bid: Bid) -> Bid:
     """Withdraw the unfilled part of an open bid; leases already made stand."""
-    if bid.organization_id != organization.pk:
+    return _order_cancel(organization=organization, actor=actor, order=bid, action="bid.cancelled")
+
+
+def _order_cancel(*, organization: Organization, actor: Any, order: OrderT, action: str) -> OrderT:
+    """Cancel an open offer or bid of the organisation, under the market lock and the order's row lock."""
+    if order.organization_id != organization.pk:
         raise ApplicationError("not_found", _("Not found."), status_code=404)
     with transaction.atomic():
         _market_lock()
-        bid = Bid.objects.select_for_update().get(pk=bid.pk)
-        if bid.status != OrderStatus.OPEN:
+        order = type(order).objects.select_for_update().get(pk=order.pk)
+        if order.status != OrderStatus.OPEN:
             raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
-        bid.status = OrderStatus.CANCELLED
-        bid.save(update_fields=["status", "updated_at"])
-        audit_record(action="bid.cancelled", target=bid, actor=actor, organization=organization)
-    return bid
+        order.status = OrderStatus.CANCELLED
+        order.save(update_fields=["status", "updated_at"])
+        audit_record(action=action, target=order, actor=actor, organization=organization)
+    return order
 
 
 # --- Leases ---------------------------------------------------------------------------------------------

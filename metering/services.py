@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -209,15 +210,12 @@ def usage_batch_ingest(
 
 def _outcome(results: list[RecordResult]) -> dict[str, Any]:
     """Counts per status, and rejections per code, for the provider's ingest health page."""
-    rejected: dict[str, int] = {}
-    for result in results:
-        if result.status == "rejected" and result.code:
-            rejected[result.code] = rejected.get(result.code, 0) + 1
-    counts: dict[str, Any] = {status: 0 for status in ("accepted", "duplicate", "conflict")}
-    for result in results:
-        if result.status in counts:
-            counts[result.status] += 1
-    return {**counts, "rejected": rejected}
+    statuses = Counter(r.status for r in results)
+    rejected = Counter(r.code for r in results if r.status == "rejected" and r.code)
+    return {
+        **{status: statuses[status] for status in ("accepted", "duplicate", "conflict")},
+        "rejected": dict(rejected),
+    }
 
 
 def _repeat_result(record_id: str, status: str) -> RecordResult:
