@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import sys
+from pathlib import Path
 
-BENCHMARKS = ["matching"]
+# Every module of this package is a benchmark with a run() function.
+BENCHMARKS = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if not m.name.startswith("_"))
 
 
 def main(argv: list[str]) -> int:
