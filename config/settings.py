@@ -244,9 +244,15 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 10.0},
     "usage-partitions": {"task": "metering.tasks.usage_partitions_ensure", "schedule": 6 * 3600.0},
+    "lease-hours-reconcile": {"task": "metering.tasks.lease_hours_reconcile_due", "schedule": 300.0},
+    "usage-rollup": {"task": "metering.tasks.usage_rollup_dirty", "schedule": 10.0},
     "voucher-grants-expire": {"task": "vouchers.tasks.grant_expire_due", "schedule": 300.0},
     "lease-confirmations-expire": {"task": "marketplace.tasks.lease_expire_unconfirmed", "schedule": 60.0},
     "market-orders-expire": {"task": "marketplace.tasks.order_expire_due", "schedule": 300.0},
+    # Monthly allocation of green certificates: runs each closed month once (a no-op hourly check otherwise).
+    "green-allocation": {"task": "green.tasks.allocation_due", "schedule": 3600.0},
+    "token-contracts-expire": {"task": "marketplace.tasks.token_contract_expire_unconfirmed", "schedule": 60.0},
+    "token-market-expire": {"task": "marketplace.tasks.token_market_expire_due", "schedule": 300.0},
 }
 # A row published but not marked completed by a worker after this many seconds is published again (the worker
 # died mid-task and the broker lost the message). Tasks longer than this may run twice: they are idempotent.
@@ -258,12 +264,49 @@ OUTBOX_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_
 # --- Metering ----------------------------------------------------------------------------------------
 # A monthly billing period closes this long after it ends; later records become adjustments (DESIGN.md §4.4).
 METERING_CLOSE_GRACE = timedelta(hours=int(os.environ.get("METERING_CLOSE_GRACE_HOURS", "1")))
+# SLA credit tiers (metering/reconcile.py): (availability strictly below, fraction of the period's capacity
+# charge credited); the largest matching credit applies. Availability >= 99 % earns no credit.
+METERING_SLA_CREDIT_TIERS = [("0.99", "0.10"), ("0.95", "0.25"), ("0.90", "0.50")]
 
 # --- Stripe (localstripe on loopback in development and tests) ----------------------------------------
 STRIPE_API_KEY = os.environ.get("STRIPE_API_KEY", "sk_test_suanli_localstripe")
 STRIPE_PUBLISHABLE_KEY = os.environ.get("STRIPE_PUBLISHABLE_KEY", "pk_test_suanli_localstripe")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_suanli_localstripe")
 STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE", "")  # e.g. http://127.0.0.1:8420 for localstripe
+# Stripe.js: the real one in production; devtools/stripe_server.py serves localstripe's fake beside its API.
+STRIPE_JS_URL = os.environ.get(
+    "STRIPE_JS_URL",
+    f"{STRIPE_API_BASE.rstrip('/')}/js.stripe.com/v3/" if STRIPE_API_BASE else "https://js.stripe.com/v3/",
+)
+STRIPE_TIMEOUT_SECONDS = float(os.environ.get("STRIPE_TIMEOUT_SECONDS", "30"))
+# Retries of network errors and 409/5xx: safe because every POST carries an idempotency key (billing.stripe_gateway).
+STRIPE_MAX_NETWORK_RETRIES = int(os.environ.get("STRIPE_MAX_NETWORK_RETRIES", "2"))
+
+# --- Billing -----------------------------------------------------------------------------------------
+# VAT on these services in China is 6% (现代服务业, 信息技术服务); a deployment elsewhere sets its own rate.
+BILLING_VAT_RATE = os.environ.get("BILLING_VAT_RATE", "0.06")
+# The platform's fee on a provider's share unless the provider's billing profile sets another.
+BILLING_DEFAULT_FEE_RATE = os.environ.get("BILLING_DEFAULT_FEE_RATE", "0.08")
+BILLING_INVOICE_SERIES = os.environ.get("BILLING_INVOICE_SERIES", "SL")
+BILLING_CREDIT_NOTE_SERIES = os.environ.get("BILLING_CREDIT_NOTE_SERIES", "CN")
+# Monthly invoices are finalized this long after the period closes (metering's grace plus a margin).
+BILLING_FINALIZE_AFTER = timedelta(hours=int(os.environ.get("BILLING_FINALIZE_AFTER_HOURS", "6")))
+# The seller's tax details printed on every invoice.
+BILLING_SELLER = {
+    "name": os.environ.get("BILLING_SELLER_NAME", "算力交易平台 Suanli Compute Exchange"),
+    "uscc": os.environ.get("BILLING_SELLER_USCC", "91310000MA1K000008"),
+    "address": os.environ.get("BILLING_SELLER_ADDRESS", "上海市浦东新区 Pudong, Shanghai"),
+    "bank": os.environ.get("BILLING_SELLER_BANK", ""),
+}
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "billing-invoices": {"task": "billing.tasks.invoice_run_due", "schedule": 3600.0},
+        "billing-payouts": {"task": "billing.tasks.payouts_due", "schedule": 900.0},
+        "billing-voucher-settlements": {"task": "billing.tasks.voucher_settlements_post", "schedule": 900.0},
+        "billing-ledger-check": {"task": "billing.tasks.ledger_verify", "schedule": 24 * 3600.0},
+        "billing-reconciliation": {"task": "billing.tasks.reconciliation_run", "schedule": 24 * 3600.0},
+    }
+)
 
 # --- Logging -----------------------------------------------------------------------------------------
 LOGGING = {

@@ -23,6 +23,7 @@ urlpatterns = [
     path("", include("metering.urls")),
     path("", include("vouchers.urls")),
     path("", include("green.urls")),
+    path("", include("billing.urls")),
     path("i18n/setlang/", public(set_language), name="set_language"),
     path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),

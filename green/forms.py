@@ -43,3 +43,31 @@ class LotCsvForm(PortalForm):
             "source, province, bundled_with_power, evidence. All lots are saved, or none."
         ),
     )
+
+
+class GenerationProfileForm(PortalForm):
+    site = forms.ModelChoiceField(label=_("Site"), queryset=Site.objects.none(), to_field_name="public_id")
+    file = forms.FileField(
+        label=_("Hourly generation (CSV)"),
+        help_text=_(
+            "Columns: hour_start (UTC, e.g. 2026-10-01T08:00:00Z), energy_wh. From a green-power contract or an "
+            "on-site meter; an hour uploaded again replaces its figure."
+        ),
+    )
+
+    def __init__(self, *args: Any, organization: Organization | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        site_field = self.fields["site"]
+        assert isinstance(site_field, forms.ModelChoiceField)
+        site_field.queryset = Site.objects.filter(organization=organization)
+
+
+class StatementRequestForm(PortalForm):
+    month = forms.DateField(label=_("Month"), widget=forms.DateInput(attrs={"type": "month"}), input_formats=["%Y-%m"])
+    lease = forms.ChoiceField(label=_("Lease"), required=False, help_text=_("Leave empty for all your leases."))
+
+    def __init__(self, *args: Any, leases: list[tuple[str, str]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        lease_field = self.fields["lease"]
+        assert isinstance(lease_field, forms.ChoiceField)
+        lease_field.choices = [("", _("All leases")), *(leases or [])]

@@ -163,8 +163,21 @@ class ConsumptionAccount(models.Model):
     hour_start = models.DateTimeField()
     facility_wh = models.BigIntegerField()
     allocated_wh = models.BigIntegerField(default=0)
+    # What the facility energy came from (set by the monthly job; empty for consumption built by hand):
+    lease_public_id = models.UUIDField(null=True, blank=True)
+    buyer = models.ForeignKey(
+        "accounts.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    it_energy_wh = models.BigIntegerField(null=True, blank=True, help_text="IT energy, measured or estimated")
+    pue = models.DecimalField(max_digits=4, decimal_places=2, null=True, blank=True)
+    estimated = models.BooleanField(default=False, help_text="some records of the hour lacked energy")
 
     class Meta:
+        indexes = [
+            models.Index(fields=["buyer", "hour_start"]),
+            models.Index(fields=["site", "hour_start"]),
+            models.Index(fields=["lease_public_id"]),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(facility_wh__gte=0), name="consumption_facility_non_negative"),
             models.CheckConstraint(
@@ -208,3 +221,99 @@ class Allocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lot_id} -> {self.consumption_key}: {self.energy_wh} Wh"
+
+
+class AllocationPeriodStatus(models.TextChoices):
+    RUNNING = "running", _("Running")
+    COMPLETED = "completed", _("Completed")
+
+
+class AllocationPeriod(models.Model):
+    """The monthly allocation job's record of one month: how often it ran and what the last run did."""
+
+    month = models.DateField(unique=True)
+    status = models.CharField(max_length=12, choices=AllocationPeriodStatus.choices)
+    runs = models.PositiveIntegerField(default=0)
+    lease_hours = models.PositiveIntegerField(default=0)
+    estimated_hours = models.PositiveIntegerField(default=0)
+    facility_wh = models.BigIntegerField(default=0)
+    allocated_wh = models.BigIntegerField(default=0, help_text="green Wh of the month's consumption after the run")
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-month"]
+        constraints = [models.CheckConstraint(condition=Q(month__day=1), name="allocation_period_first_day")]
+        verbose_name = _("allocation period")
+        verbose_name_plural = _("allocation periods")
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} {self.status} ({self.runs} runs)"
+
+
+class GenerationHour(models.Model):
+    """One hour of a site's green generation profile (a green-power contract or on-site meter), for hourly
+    matching. Uploading the same hour again replaces its figure."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("marketplace.Site", on_delete=models.PROTECT, related_name="generation_hours")
+    hour_start = models.DateTimeField()
+    energy_wh = models.BigIntegerField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["site", "hour_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["site", "hour_start"], name="generation_hour_unique"),
+            models.CheckConstraint(condition=Q(energy_wh__gte=0), name="generation_hour_non_negative"),
+        ]
+        verbose_name = _("generation hour")
+        verbose_name_plural = _("generation hours")
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.hour_start:%Y-%m-%d %H}:00 {self.energy_wh} Wh"
+
+
+class StatementStatus(models.TextChoices):
+    VALID = "valid", _("Valid")
+    SUPERSEDED = "superseded", _("Superseded")
+    REVOKED = "revoked", _("Revoked")
+
+
+class Statement(PublicIdModel):
+    """A green-electricity allocation statement of a buyer for a period (or one lease of it). ``content`` is frozen
+    at issue: later allocations or factors never change it; a new statement supersedes it instead. Anyone holding
+    the verification code (an unguessable capability printed on the PDF) can check it at /verify/green/<code>/."""
+
+    organization = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="green_statements")
+    period_start = models.DateField(_("from"))
+    period_end = models.DateField(_("until (exclusive)"))
+    lease_public_id = models.UUIDField(_("lease"), null=True, blank=True)
+    scope_key = models.CharField(max_length=80, help_text="period and lease: one valid statement per scope")
+    verification_code = models.CharField(_("verification code"), max_length=40, unique=True)
+    content = models.JSONField()
+    content_sha256 = models.CharField(max_length=64)
+    status = models.CharField(
+        _("status"), max_length=12, choices=StatementStatus.choices, default=StatementStatus.VALID
+    )
+    superseded_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="supersedes"
+    )
+    issued_at = models.DateTimeField(_("issued"), auto_now_add=True)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-period_start", "-issued_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "scope_key"],
+                condition=Q(status="valid"),
+                name="statement_one_valid_per_scope",
+            ),
+            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="statement_period_order"),
+        ]
+        verbose_name = _("green statement")
+        verbose_name_plural = _("green statements")
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.scope_key} ({self.status})"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from uuid import UUID
@@ -19,18 +22,26 @@ from accounts.models import Organization, OrganizationKind
 from accounts.regions import PROVINCE_EN_BY_CODE
 from core.audit import audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
-from core.timeutils import utcnow
-from green import allocation, emissions, selectors
+from core.outbox import outbox_enqueue
+from core.timeutils import parse_rfc3339, utcnow
+from green import allocation, emissions, hourly, selectors
 from green.models import (
     WH_PER_CERTIFICATE,
     Allocation,
+    AllocationPeriod,
+    AllocationPeriodStatus,
     CertificateLot,
     ConsumptionAccount,
     EnergySource,
+    GenerationHour,
     LotStatus,
     Registry,
+    Statement,
+    StatementStatus,
 )
+from marketplace import services as market_services
 from marketplace.models import Site
+from metering import selectors as metering_selectors
 from metering.models import UsageHour
 
 # Validity from the production month, in months. GEC: two years (DESIGN.md §4.7). GO: 12 months (EU RED II).
@@ -402,13 +413,18 @@ def facility_wh(energy_wh: int, pue: Decimal) -> int:
 
 @dataclass(frozen=True)
 class ConsumptionSlice:
-    """One lease-hour's facility energy at a site. Until leases exist (issue 4) callers build these themselves;
-    later they come from metering's UsageHour rows (energy_wh x the site's PUE, see ``facility_wh``)."""
+    """One lease-hour's facility energy at a site: metering's hourly IT energy x the site's PUE (see
+    ``consumption_for_period``); tests and benchmarks may build them by hand."""
 
     key: str
     site_id: int
     hour_start: datetime
     facility_wh: int
+    lease_public_id: str | None = None
+    buyer_id: int | None = None
+    it_energy_wh: int | None = None
+    pue: Decimal | None = None
+    estimated: bool = False
 
 
 @dataclass(frozen=True)
@@ -416,6 +432,69 @@ class RunResult:
     run_key: str
     allocations: int
     energy_wh: int
+
+
+@dataclass(frozen=True)
+class _Account:
+    id: int
+    consumption_key: str
+    site_id: int
+    hour_start: datetime
+    facility_wh: int
+    allocated_wh: int
+
+
+_STAGING_COLUMNS = [
+    "consumption_key",
+    "site_id",
+    "hour_start",
+    "facility_wh",
+    "lease_public_id",
+    "buyer_id",
+    "it_energy_wh",
+    "pue",
+    "estimated",
+]
+
+
+def _accounts_lock(consumption: Sequence[ConsumptionSlice]) -> list[_Account]:
+    """Create the missing consumption accounts (COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING in
+    key order, so racing runs cannot deadlock) and lock all of the run's accounts in id order."""
+    columns = ", ".join(_STAGING_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS green_account_staging (consumption_key varchar(100), site_id bigint,"
+            " hour_start timestamptz, facility_wh bigint, lease_public_id uuid, buyer_id bigint, it_energy_wh bigint,"
+            " pue numeric(4, 2), estimated boolean) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE green_account_staging")  # empty even inside an enclosing transaction
+        with cursor.cursor.copy(f"COPY green_account_staging ({columns}) FROM STDIN") as copy:
+            for c in consumption:
+                copy.write_row(
+                    (
+                        c.key,
+                        c.site_id,
+                        c.hour_start,
+                        c.facility_wh,
+                        c.lease_public_id,
+                        c.buyer_id,
+                        c.it_energy_wh,
+                        c.pue,
+                        c.estimated,
+                    )
+                )
+        cursor.execute(
+            f"INSERT INTO green_consumptionaccount ({columns}, allocated_wh)"  # noqa: S608 (names are ours)
+            f" SELECT {columns}, 0 FROM green_account_staging ORDER BY consumption_key"
+            " ON CONFLICT (consumption_key) DO NOTHING"
+        )
+        cursor.execute(
+            "SELECT a.id, a.consumption_key, a.site_id, a.hour_start, a.facility_wh, a.allocated_wh"
+            " FROM green_consumptionaccount a"
+            " WHERE a.consumption_key IN (SELECT consumption_key FROM green_account_staging)"
+            " ORDER BY a.id FOR UPDATE OF a"
+        )
+        return [_Account(*row) for row in cursor.fetchall()]
 
 
 def allocation_run(
@@ -437,20 +516,7 @@ def allocation_run(
     written = 0
     written_wh = 0
     with transaction.atomic():
-        ConsumptionAccount.objects.bulk_create(
-            [
-                ConsumptionAccount(
-                    consumption_key=c.key, site_id=c.site_id, hour_start=c.hour_start, facility_wh=c.facility_wh
-                )
-                for c in sorted(consumption, key=lambda c: c.key)  # one insert order: racing runs cannot deadlock
-            ],
-            ignore_conflicts=True,
-        )
-        accounts = list(
-            ConsumptionAccount.objects.select_for_update()
-            .filter(consumption_key__in=[c.key for c in consumption])
-            .order_by("id")
-        )
+        accounts = _accounts_lock(consumption)
         provinces = {s.province for s in sites.values()}
         first_hour = min(c.hour_start for c in consumption)
         lots = list(
@@ -486,15 +552,70 @@ def allocation_run(
             vintage_months=vintage_months,
         )
         hours = {a.consumption_key: a.hour_start for a in accounts}
-        for item in plan:
-            if not _apply_slice(run_key, item, hours[item.consumption_id]):
-                continue
-            written += 1
-            written_wh += item.energy_wh
+        if _apply_plan(run_key, plan, hours):
+            written, written_wh = len(plan), sum(item.energy_wh for item in plan)
+        else:
+            for item in plan:
+                if not _apply_slice(run_key, item, hours[item.consumption_id]):
+                    continue
+                written += 1
+                written_wh += item.energy_wh
         CertificateLot.objects.filter(pk__in=[lot.pk for lot in lots], allocated_wh=F("energy_wh")).update(
             status=LotStatus.ALLOCATED
         )
     return RunResult(run_key, written, written_wh)
+
+
+WRITE_BATCH = 10_000
+
+
+def _add_wh(table: str, key_column: str, key_type: str, totals: dict[Any, int]) -> None:
+    """``allocated_wh += wh`` for many rows in a few statements (UPDATE ... FROM VALUES)."""
+    items = sorted(totals.items())
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), WRITE_BATCH):
+            batch = items[start : start + WRITE_BATCH]
+            values = ", ".join(["(%s::" + key_type + ", %s::bigint)"] * len(batch))
+            cursor.execute(
+                f"UPDATE {table} AS t SET allocated_wh = t.allocated_wh + v.wh "  # noqa: S608 (names are ours)
+                f"FROM (VALUES {values}) AS v(k, wh) WHERE t.{key_column} = v.k",
+                [x for pair in batch for x in pair],
+            )
+            if cursor.rowcount != len(batch):
+                raise _SliceRefused
+
+
+def _apply_plan(run_key: str, plan: list[allocation.AllocationSlice], hours: dict[str, datetime]) -> bool:
+    """Write a whole plan in bulk (a savepoint: all or nothing). Exact because the run holds row locks on every lot
+    and consumption account it planned with; the CHECK constraints still refuse any over-allocation. Returns False
+    when the database refused it (e.g. a (run, lot, consumption) row of an earlier run with the same key): the
+    caller then writes slice by slice with conditional updates."""
+    if not plan:
+        return True
+    per_lot: dict[int, int] = {}
+    per_account: dict[str, int] = {}
+    for item in plan:
+        per_lot[item.lot_id] = per_lot.get(item.lot_id, 0) + item.energy_wh
+        per_account[item.consumption_id] = per_account.get(item.consumption_id, 0) + item.energy_wh
+    try:
+        with transaction.atomic():
+            now = utcnow()
+            with (
+                connection.cursor() as cursor,
+                cursor.cursor.copy(
+                    "COPY green_allocation (lot_id, consumption_key, hour_start, energy_wh, run_key, created_at)"
+                    " FROM STDIN"
+                ) as copy,
+            ):
+                for item in plan:
+                    copy.write_row(
+                        (item.lot_id, item.consumption_id, hours[item.consumption_id], item.energy_wh, run_key, now)
+                    )
+            _add_wh(CertificateLot._meta.db_table, "id", "bigint", per_lot)
+            _add_wh(ConsumptionAccount._meta.db_table, "consumption_key", "varchar", per_account)
+    except (IntegrityError, _SliceRefused):
+        return False
+    return True
 
 
 class _SliceRefused(Exception):
@@ -586,3 +707,600 @@ def site_emissions(*, site: Site, year: int, facility_wh: int, green_wh: int) ->
         location=emissions.location_based(facility_wh, location_factor),
         market=emissions.market_based(facility_wh, green_wh, selectors.residual_factor(year=year)),
     )
+
+
+# --- The monthly allocation job --------------------------------------------------------------------
+
+# When some records of a lease-hour reported no energy, their share of the hour's accelerator-seconds is estimated
+# at the accelerator's TDP (full power: an estimate never makes consumption smaller, so it never inflates the
+# green share), and the hour is flagged as estimated. A model without a TDP counts at this many watts.
+DEFAULT_ACCELERATOR_W = 700
+
+
+def it_energy_wh(
+    *,
+    energy_wh: int,
+    record_count: int,
+    records_without_energy: int,
+    accelerator_seconds: int,
+    accelerator_w: int | None,
+) -> tuple[int, bool]:
+    """IT energy of a lease-hour: the measured Wh, plus an estimate for the records that lacked energy."""
+    if records_without_energy <= 0 or record_count <= 0:
+        return energy_wh, False
+    seconds = accelerator_seconds * records_without_energy // record_count
+    watts = accelerator_w or DEFAULT_ACCELERATOR_W
+    return energy_wh + (seconds * watts + 1800) // 3600, True
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    first = month.replace(day=1)
+    nxt = add_months(first, 1)
+    return datetime(first.year, first.month, 1, tzinfo=UTC), datetime(nxt.year, nxt.month, 1, tzinfo=UTC)
+
+
+def consumption_for_period(*, start: datetime, end: datetime) -> list[ConsumptionSlice]:
+    """Every lease-hour of [start, end) with facility energy = IT energy (measured, or estimated and flagged) x the
+    site's PUE. Usage of unknown subjects (token contracts, deleted leases) is skipped."""
+    rows = list(selectors.lease_usage_hours(start=start, end=end))
+    leases = selectors.lease_sites(r[0] for r in rows)
+    slices = []
+    for lease_id, hour, energy, records, without, seconds in rows:
+        lease = leases.get(lease_id)
+        if lease is None:
+            continue
+        it_wh, estimated = it_energy_wh(
+            energy_wh=energy,
+            record_count=records,
+            records_without_energy=without,
+            accelerator_seconds=seconds,
+            accelerator_w=lease.accelerator_w,
+        )
+        slices.append(
+            ConsumptionSlice(
+                key=f"{lease_id}:{hour.isoformat()}",
+                site_id=lease.site_id,
+                hour_start=hour,
+                facility_wh=facility_wh(it_wh, lease.pue),
+                lease_public_id=lease_id,
+                buyer_id=lease.buyer_id,
+                it_energy_wh=it_wh,
+                pue=lease.pue,
+                estimated=estimated,
+            )
+        )
+    return slices
+
+
+def last_closed_month(now: datetime | None = None) -> date:
+    closed_before = metering_selectors.usage_closed_before(now or utcnow())
+    return add_months(closed_before.date(), -1)
+
+
+def _lock(name: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [name])
+
+
+def allocation_month_run(
+    *, month: date, force: bool = False, now: datetime | None = None, issue_statements: bool = True
+) -> AllocationPeriod:
+    """Allocate a closed month's lease-hours (the monthly job; on demand with ``force`` to run a month again).
+
+    Jobs for one month run one at a time (an advisory lock held for the run's transaction); a completed month is
+    skipped unless forced, and a forced run allocates only what is still uncovered (allocation_run is idempotent).
+    Afterwards each site's 12-month green share is written back to the market and the month's buyer statements
+    are issued (an unchanged statement is kept, a changed one superseded)."""
+    now = now or utcnow()
+    month = month.replace(day=1)
+    start, end = month_bounds(month)
+    if end > metering_selectors.usage_closed_before(now):
+        raise ApplicationError(
+            "month_not_closed",
+            _("%(month)s is not closed yet: metering still accepts its records.") % {"month": f"{month:%Y-%m}"},
+            field="month",
+        )
+    with transaction.atomic():
+        _lock(f"green.allocation.month:{month:%Y-%m}")
+        period, _created = AllocationPeriod.objects.select_for_update().get_or_create(
+            month=month, defaults={"status": AllocationPeriodStatus.RUNNING}
+        )
+        if period.status == AllocationPeriodStatus.COMPLETED and not force:
+            return period
+        period.runs += 1
+        period.started_at = utcnow()
+        slices = consumption_for_period(start=start, end=end)
+        allocation_run(run_key=f"month:{month:%Y-%m}:{period.runs}", consumption=slices)
+        totals = ConsumptionAccount.objects.filter(hour_start__gte=start, hour_start__lt=end).aggregate(
+            facility=Sum("facility_wh"), green=Sum("allocated_wh")
+        )
+        period.lease_hours = len(slices)
+        period.estimated_hours = sum(1 for s in slices if s.estimated)
+        period.facility_wh = totals["facility"] or 0
+        period.allocated_wh = totals["green"] or 0
+        period.status = AllocationPeriodStatus.COMPLETED
+        period.completed_at = utcnow()
+        period.save()
+        audit_record(
+            action="green.allocation.month",
+            target=period,
+            target_id=f"{month:%Y-%m}",
+            actor_label="green allocation job",
+            after={"runs": period.runs, "facility_wh": period.facility_wh, "allocated_wh": period.allocated_wh},
+        )
+    site_green_shares_refresh(now=now)
+    if issue_statements:
+        statements_issue_for_month(month=month)
+    return period
+
+
+def allocation_due(*, now: datetime | None = None, months_back: int = 3) -> list[date]:
+    """The beat job: run every closed month of the last ``months_back`` that has lease usage and no completed run.
+    Cheap when nothing is due (one query per month), so beat may call it hourly."""
+    now = now or utcnow()
+    latest = last_closed_month(now)
+    done = []
+    for back in range(months_back - 1, -1, -1):
+        month = add_months(latest, -back)
+        if AllocationPeriod.objects.filter(month=month, status=AllocationPeriodStatus.COMPLETED).exists():
+            continue
+        start, end = month_bounds(month)
+        if not selectors.lease_usage_exists(start=start, end=end):
+            continue
+        allocation_month_run(month=month, now=now)
+        done.append(month)
+    return done
+
+
+def allocation_month_request(*, month: date, actor: Any = None, now: datetime | None = None) -> None:
+    """Ask for a month's allocation to run again (staff, on demand): checked now, run by a worker via the outbox."""
+    month = month.replace(day=1)
+    _start, end = month_bounds(month)
+    if end > metering_selectors.usage_closed_before(now or utcnow()):
+        raise ApplicationError(
+            "month_not_closed", _("%(month)s is not closed yet.") % {"month": f"{month:%Y-%m}"}, field="month"
+        )
+    with transaction.atomic():
+        outbox_enqueue("green.tasks.allocation_month", kwargs={"month": f"{month:%Y-%m}", "force": True})
+        audit_record(
+            action="green.allocation.request",
+            target_type="green.AllocationPeriod",
+            target_id=f"{month:%Y-%m}",
+            actor=actor,
+        )
+
+
+def site_green_shares_refresh(*, now: datetime | None = None) -> int:
+    """Write each site's green share of the last 12 closed months (allocated Wh / facility Wh) to the market.
+    Sites without metered consumption keep the share their operator declared."""
+    end_month = add_months(last_closed_month(now), 1)
+    start, _ = month_bounds(add_months(end_month, -12))
+    end, _ = month_bounds(end_month)
+    shares = selectors.site_shares(start=start, end=end)
+    sites = selectors.sites_by_id(shares)
+    for site_id, (facility, green) in shares.items():
+        share = selectors.share_pct(green, facility)
+        if share is not None and site_id in sites:
+            market_services.site_green_share_record(site=sites[site_id], share_pct=share)
+    return len(shares)
+
+
+# --- Hourly generation profiles -------------------------------------------------------------------
+
+MAX_PROFILE_LINES = 24 * 366
+
+
+def _hour_or_none(text: str) -> datetime | None:
+    try:
+        value = parse_rfc3339(text.strip())
+    except (ValueError, ApplicationError):
+        return None
+    if value.minute or value.second or value.microsecond:
+        return None
+    return value
+
+
+def generation_profile_upload(
+    *, organization: Organization, site_id: UUID | str | None, content: bytes, actor: Any = None
+) -> int:
+    """Upload a site's hourly green generation (CSV: hour_start in RFC 3339, energy_wh). All lines or none; an hour
+    uploaded again replaces its figure. Returns the number of hours saved."""
+    _require_provider(organization)
+    try:
+        site = Site.objects.get(organization=organization, public_id=site_id) if site_id else None
+    except (Site.DoesNotExist, ValueError, TypeError):
+        site = None
+    if site is None:
+        raise ApplicationError("unknown_site", _("Choose one of your own sites."), field="site_id")
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ApplicationError("csv_encoding", _("The file must be UTF-8 text."), field="file") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not {"hour_start", "energy_wh"} <= set(reader.fieldnames or []):
+        raise ApplicationError(
+            "csv_columns", _("Missing columns: %(columns)s.") % {"columns": "hour_start, energy_wh"}, field="file"
+        )
+    errors: list[FieldError] = []
+    hours: dict[datetime, int] = {}
+    for line_no, row in enumerate(reader, start=2):
+        if line_no - 1 > MAX_PROFILE_LINES:
+            raise ApplicationError(
+                "csv_too_long", _("Upload at most %(n)s hours at once.") % {"n": MAX_PROFILE_LINES}, field="file"
+            )
+        hour = _hour_or_none(row.get("hour_start") or "")
+        energy = _int_or_none(row.get("energy_wh"))
+        if hour is None:
+            errors.append(
+                FieldError(
+                    "invalid_hour",
+                    _("Give a whole UTC hour, e.g. 2026-10-01T08:00:00Z."),
+                    f"lines[{line_no}].hour_start",
+                )
+            )
+        if energy is None or energy < 0:
+            errors.append(FieldError("invalid_energy", _("Give whole Wh, 0 or more."), f"lines[{line_no}].energy_wh"))
+        if hour is not None and hour in hours:
+            errors.append(FieldError("duplicate_hour", _("This hour appears twice."), f"lines[{line_no}].hour_start"))
+        if hour is not None and energy is not None and energy >= 0:
+            hours[hour] = energy
+    if errors:
+        raise ValidationFailed(errors[:50])
+    if not hours:
+        raise ApplicationError("csv_empty", _("The file holds no hours."), field="file")
+    with transaction.atomic():
+        GenerationHour.objects.bulk_create(
+            [
+                GenerationHour(organization=organization, site=site, hour_start=h, energy_wh=wh)
+                for h, wh in sorted(hours.items())
+            ],
+            update_conflicts=True,
+            unique_fields=["site", "hour_start"],
+            update_fields=["energy_wh", "updated_at"],
+        )
+        audit_record(
+            action="green.generation_profile.upload",
+            target=site,
+            actor=actor,
+            organization=organization,
+            after={"hours": len(hours), "first": min(hours).isoformat(), "last": max(hours).isoformat()},
+        )
+    return len(hours)
+
+
+# --- Statements ----------------------------------------------------------------------------------
+
+KG = Decimal("0.001")
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off paper without mistakes
+
+
+def new_verification_code() -> str:
+    """25 characters of a 32-letter alphabet (125 bits) in groups: unguessable, and easy to type from paper."""
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(25))
+    return "-".join(raw[i : i + 5] for i in range(0, 25, 5))
+
+
+def _kg(value: Decimal) -> str:
+    return str(value.quantize(KG, rounding=ROUND_HALF_UP))
+
+
+def _pct(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _factor_json(factor: emissions.Factor) -> dict[str, Any]:
+    return {
+        "kgco2_per_kwh": str(factor.kgco2_per_kwh),
+        "year": factor.year,
+        "scope": factor.scope,
+        "region_code": factor.region_code,
+        "kind": factor.kind,
+        "source": factor.source,
+    }
+
+
+def _serials_drawn(lot_id: int, keys: set[str]) -> list[tuple[int, int, int]]:
+    """Certificate serials behind the given consumption keys' allocations of a lot: each allocation takes the next
+    Wh of the lot in allocation order (a reversal gives the last ones back), so Wh n of the lot is certificate
+    serial_first + n // 1 MWh. Returns (first serial, last serial, Wh) per allocation of those keys."""
+    lot = CertificateLot.objects.get(pk=lot_id)
+    drawn = []
+    used = 0
+    for key, wh in Allocation.objects.filter(lot_id=lot_id).order_by("id").values_list("consumption_key", "energy_wh"):
+        if wh > 0 and key in keys:
+            first = lot.serial_first + used // WH_PER_CERTIFICATE
+            last = min(lot.serial_last, lot.serial_first + (used + wh - 1) // WH_PER_CERTIFICATE)
+            drawn.append((first, last, wh))
+        used += wh
+    return drawn
+
+
+def _merge_ranges(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    merged: list[list[int]] = []
+    for first, last, _wh in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [(a, b) for a, b in merged]
+
+
+def statement_content(
+    *, organization: Organization, period_start: date, period_end: date, lease_public_id: str | None = None
+) -> dict[str, Any] | None:
+    """The figures of a statement, computed now from the consumption accounts, allocations, generation profiles and
+    emission factors (None when the buyer consumed nothing in scope). JSON-ready: Decimals as strings."""
+    start = datetime(period_start.year, period_start.month, period_start.day, tzinfo=UTC)
+    end = datetime(period_end.year, period_end.month, period_end.day, tzinfo=UTC)
+    accounts = list(
+        selectors.buyer_accounts(organization, start=start, end=end, lease_public_id=lease_public_id).values(
+            "consumption_key",
+            "lease_public_id",
+            "site_id",
+            "hour_start",
+            "facility_wh",
+            "allocated_wh",
+            "it_energy_wh",
+            "pue",
+            "estimated",
+        )
+    )
+    if not accounts:
+        return None
+    labels = selectors.lease_labels(str(a["lease_public_id"]) for a in accounts if a["lease_public_id"])
+    sites = selectors.sites_by_id({a["site_id"] for a in accounts})
+    # Hourly matching, per site with a generation profile in the period (shared by all of the site's consumers).
+    matched: dict[str, int] = {}
+    profiled_keys: set[str] = set()
+    for site_id in sites:
+        generation = selectors.generation_for(site_id, start=start, end=end)
+        if not generation:
+            continue
+        mine = [a for a in accounts if a["site_id"] == site_id]
+        hours = {a["hour_start"] for a in mine}
+        everyone = [hourly.HourlyConsumption(k, h, wh) for k, h, wh in selectors.site_accounts_in_hours(site_id, hours)]
+        site_matched = hourly.hourly_match(generation, everyone)
+        for a in mine:
+            profiled_keys.add(a["consumption_key"])
+            matched[a["consumption_key"]] = site_matched.get(a["consumption_key"], 0)
+    # Per lease.
+    per_lease: dict[str, dict[str, Any]] = {}
+    for a in accounts:
+        lease_id = str(a["lease_public_id"] or "")
+        row = per_lease.setdefault(
+            lease_id,
+            {
+                "hours": 0,
+                "estimated_hours": 0,
+                "it_wh": 0,
+                "facility_wh": 0,
+                "green_wh": 0,
+                "pue": set(),
+                "site_id": a["site_id"],
+                "hourly_facility_wh": 0,
+                "hourly_matched_wh": 0,
+                "profiled": False,
+            },
+        )
+        row["hours"] += 1
+        row["estimated_hours"] += int(a["estimated"])
+        row["it_wh"] += a["it_energy_wh"] or 0
+        row["facility_wh"] += a["facility_wh"]
+        row["green_wh"] += a["allocated_wh"]
+        if a["pue"] is not None:
+            row["pue"].add(str(a["pue"]))
+        if a["consumption_key"] in profiled_keys:
+            row["profiled"] = True
+            row["hourly_facility_wh"] += a["facility_wh"]
+            row["hourly_matched_wh"] += matched[a["consumption_key"]]
+    leases = []
+    for lease_id, row in sorted(per_lease.items(), key=lambda kv: (labels.get(kv[0], {}).get("start", ""), kv[0])):
+        site = sites[row["site_id"]]
+        label = labels.get(lease_id, {})
+        leases.append(
+            {
+                "id": lease_id,
+                "pool": label.get("pool", ""),
+                "site": site.name,
+                "province": site.province,
+                "lease_start": label.get("start"),
+                "lease_end": label.get("end"),
+                "pue": ", ".join(sorted(row["pue"])) or str(site.pue),
+                "hours": row["hours"],
+                "estimated_hours": row["estimated_hours"],
+                "it_wh": row["it_wh"],
+                "facility_wh": row["facility_wh"],
+                "green_wh": row["green_wh"],
+                "share_pct": _pct(selectors.share_pct(row["green_wh"], row["facility_wh"])),
+                "hourly_matched_wh": row["hourly_matched_wh"] if row["profiled"] else None,
+                "hourly_cfe_pct": _pct(hourly.cfe_pct(row["hourly_matched_wh"], row["hourly_facility_wh"]))
+                if row["profiled"]
+                else None,
+            }
+        )
+    facility = sum(r["facility_wh"] for r in per_lease.values())
+    green = sum(r["green_wh"] for r in per_lease.values())
+    hourly_facility = sum(r["hourly_facility_wh"] for r in per_lease.values())
+    hourly_matched = sum(r["hourly_matched_wh"] for r in per_lease.values())
+    # Certificates drawn on (net of reversals), with the serials behind this buyer's Wh.
+    keys = {a["consumption_key"] for a in accounts}
+    by_lot = (
+        Allocation.objects.filter(consumption_key__in=keys)
+        .values("lot_id")
+        .annotate(wh=Sum("energy_wh"))
+        .filter(wh__gt=0)
+        .order_by("lot_id")
+    )
+    certificates = []
+    lots = {
+        lot.pk: lot
+        for lot in CertificateLot.objects.filter(pk__in=[r["lot_id"] for r in by_lot]).select_related("site")
+    }
+    for lot_row in by_lot:
+        lot = lots[lot_row["lot_id"]]
+        ranges = _merge_ranges(_serials_drawn(lot.pk, keys))
+        certificates.append(
+            {
+                "registry": lot.registry,
+                "serials": [f"{a}-{b}" if a != b else str(a) for a, b in ranges],
+                "lot_serials": f"{lot.serial_first}-{lot.serial_last}",
+                "source": lot.source,
+                "province": lot.province,
+                "production_month": f"{lot.production_month:%Y-%m}",
+                "expires_on": lot.expires_on.isoformat(),
+                "bundled_with_power": lot.bundled_with_power,
+                "site": lot.site.name,
+                "energy_wh": lot_row["wh"],
+            }
+        )
+    # Emissions: location-based per site (its province's factor, else grid region, else national), market-based
+    # with green Wh at zero and the rest at the national residual factor; factors of the period's year or earlier.
+    year = period_start.year
+    location_lines = []
+    location_total = Decimal(0)
+    for site_id in sorted(sites, key=lambda i: sites[i].name):
+        site = sites[site_id]
+        site_facility = sum(r["facility_wh"] for r in per_lease.values() if r["site_id"] == site_id)
+        factor = selectors.location_factor(province=site.province, grid_region=site.grid_region, year=year)
+        result = emissions.location_based(site_facility, factor)
+        location_total += result.kgco2
+        location_lines.append(
+            {
+                "site": site.name,
+                "facility_wh": site_facility,
+                "kgco2": _kg(result.kgco2),
+                "factor": _factor_json(factor),
+            }
+        )
+    residual = selectors.residual_factor(year=year)
+    market = emissions.market_based(facility, green, residual)
+    return {
+        "version": 1,
+        "buyer": organization.name,
+        "period": {"start": period_start.isoformat(), "end": period_end.isoformat()},
+        "lease": lease_public_id,
+        "leases": leases,
+        "totals": {
+            "hours": sum(r["hours"] for r in per_lease.values()),
+            "estimated_hours": sum(r["estimated_hours"] for r in per_lease.values()),
+            "it_wh": sum(r["it_wh"] for r in per_lease.values()),
+            "facility_wh": facility,
+            "green_wh": green,
+            "share_pct": _pct(selectors.share_pct(green, facility)),
+            "hourly_facility_wh": hourly_facility if profiled_keys else None,
+            "hourly_matched_wh": hourly_matched if profiled_keys else None,
+            "hourly_cfe_pct": _pct(hourly.cfe_pct(hourly_matched, hourly_facility)) if profiled_keys else None,
+        },
+        "certificates": certificates,
+        "emissions": {
+            "year": year,
+            "location": {"kgco2": _kg(location_total), "lines": location_lines},
+            "market": {
+                "kgco2": _kg(market.kgco2),
+                "green_wh": green,
+                "residual_wh": market.energy_wh,
+                "factor": _factor_json(residual),
+            },
+        },
+    }
+
+
+def _content_hash(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def statement_issue(
+    *,
+    organization: Organization,
+    period_start: date,
+    period_end: date,
+    lease_public_id: str | None = None,
+    actor: Any = None,
+) -> Statement:
+    """Issue the buyer's statement for a period (or one lease in it), content frozen now. The same figures again
+    return the valid statement; changed figures supersede it (its verify page then says so)."""
+    if organization.kind != OrganizationKind.BUYER:
+        raise ApplicationError("not_a_buyer", _("Statements are issued to buyers."), status_code=403)
+    if period_end <= period_start:
+        raise ApplicationError("period_order", _("The period must end after it starts."), field="period_end")
+    lease_public_id = str(lease_public_id) if lease_public_id else None
+    content = statement_content(
+        organization=organization, period_start=period_start, period_end=period_end, lease_public_id=lease_public_id
+    )
+    if content is None:
+        raise ApplicationError(
+            "no_consumption", _("No allocated consumption in this period: nothing to state yet."), field="period_start"
+        )
+    digest = _content_hash(content)
+    scope_key = f"{period_start.isoformat()}/{period_end.isoformat()}/{lease_public_id or 'all'}"
+    with transaction.atomic():
+        _lock(f"green.statement:{organization.pk}:{scope_key}")
+        current = (
+            Statement.objects.select_for_update()
+            .filter(organization=organization, scope_key=scope_key, status=StatementStatus.VALID)
+            .first()
+        )
+        if current is not None and current.content_sha256 == digest:
+            return current
+        if current is not None:
+            current.status = StatementStatus.SUPERSEDED
+            current.status_changed_at = utcnow()
+            current.save(update_fields=["status", "status_changed_at"])
+        statement = Statement.objects.create(
+            organization=organization,
+            period_start=period_start,
+            period_end=period_end,
+            lease_public_id=lease_public_id,
+            scope_key=scope_key,
+            verification_code=new_verification_code(),
+            content=content,
+            content_sha256=digest,
+        )
+        if current is not None:
+            current.superseded_by = statement
+            current.save(update_fields=["superseded_by"])
+        audit_record(
+            action="green.statement.issue",
+            target=statement,
+            actor=actor,
+            actor_label=None if actor else "green allocation job",
+            organization=organization,
+            after={"scope": scope_key, "sha256": digest, "supersedes": str(current.public_id) if current else None},
+        )
+    return statement
+
+
+def statement_revoke(*, statement: Statement, actor: Any = None, reason: str = "") -> Statement:
+    """Revoke a statement (staff): its verify page says it is no longer valid."""
+    with transaction.atomic():
+        locked = Statement.objects.select_for_update().get(pk=statement.pk)
+        if locked.status == StatementStatus.REVOKED:
+            return locked
+        before = {"status": locked.status}
+        locked.status = StatementStatus.REVOKED
+        locked.status_changed_at = utcnow()
+        locked.save(update_fields=["status", "status_changed_at"])
+        audit_record(
+            action="green.statement.revoke",
+            target=locked,
+            actor=actor,
+            organization=locked.organization,
+            before=before,
+            after={"status": locked.status, "reason": reason},
+        )
+    return locked
+
+
+def statements_issue_for_month(*, month: date) -> int:
+    """Issue (or keep) each buyer's statement for a month the job allocated."""
+    start, end = month_bounds(month)
+    buyer_ids = (
+        ConsumptionAccount.objects.filter(hour_start__gte=start, hour_start__lt=end, buyer__isnull=False)
+        .values_list("buyer_id", flat=True)
+        .distinct()
+    )
+    issued = 0
+    for organization in Organization.objects.filter(pk__in=list(buyer_ids), kind=OrganizationKind.BUYER):
+        statement_issue(organization=organization, period_start=start.date(), period_end=end.date())
+        issued += 1
+    return issued

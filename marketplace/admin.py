@@ -23,7 +23,12 @@ from marketplace.models import (
     Offer,
     Pool,
     PoolShare,
+    ServedModel,
     Site,
+    TokenBid,
+    TokenContract,
+    TokenContractEvent,
+    TokenEndpoint,
 )
 
 
@@ -198,3 +203,57 @@ class LeaseEventAdmin(ReadOnlyAdmin):
 @admin.register(LeaseAllocation)
 class LeaseAllocationAdmin(ReadOnlyAdmin):
     list_display = ["lease", "pool", "accelerator_index", "period"]
+
+
+# --- Tokens (read-only except the served-model catalog) -------------------------------------------------
+
+
+@admin.register(ServedModel)
+class ServedModelAdmin(admin.ModelAdmin):
+    list_display = ["name", "publisher", "parameters_b", "active_parameters_b", "context_tokens", "license"]
+    search_fields = ["name", "publisher"]
+    readonly_fields = ["public_id", "created_at"]
+
+
+@admin.register(TokenEndpoint)
+class TokenEndpointAdmin(ReadOnlyAdmin):
+    list_display = [
+        "public_id",
+        "organization",
+        "served_model",
+        "pool",
+        "price_input",
+        "price_output",
+        "throughput_tokens_per_s",
+        "committed_monthly_tokens",
+        "status",
+    ]
+    list_filter = ["status", "served_model"]
+
+
+@admin.register(TokenBid)
+class TokenBidAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "organization", "served_model", "limit_input", "monthly_tokens", "status"]
+    list_filter = ["status", "served_model"]
+
+
+class TokenContractEventInline(admin.TabularInline):
+    model = TokenContractEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["from_status", "to_status", "actor_label", "note", "created_at"]
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(TokenContract)
+class TokenContractAdmin(ReadOnlyAdmin):
+    list_display = ["public_id", "served_model", "buyer", "provider", "monthly_tokens", "start", "end", "status"]
+    list_filter = ["status", "served_model"]
+    inlines = [TokenContractEventInline]
+
+
+@admin.register(TokenContractEvent)
+class TokenContractEventAdmin(ReadOnlyAdmin):
+    list_display = ["contract", "from_status", "to_status", "actor_label", "created_at"]

@@ -17,18 +17,23 @@ from accounts.models import ApiScope, OrganizationAPIKey, OrganizationKind
 from core.idempotency import idempotent
 from core.pagination import StrictLimitOffsetPagination
 from core.tenancy import public
-from marketplace import selectors, services, units
+from marketplace import selectors, selectors_tokens, services, units
 from marketplace.models import (
     AcceleratorModel,
     Attestation,
     Bid,
+    EndpointStatus,
     Lease,
     LeaseStatus,
     Offer,
     OrderStatus,
     Pool,
     PriceUnit,
+    ServedModel,
     Site,
+    TokenBid,
+    TokenContract,
+    TokenEndpoint,
     Workload,
 )
 
@@ -734,6 +739,374 @@ class LeaseRejectApi(LeaseRespondApi):
     confirm = False
 
 
+# --- Tokens: served models, endpoints, token bids, token contracts ---------------------------------------
+
+
+class ServedModelOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+
+    class Meta:
+        model = ServedModel
+        fields = [
+            "id",
+            "name",
+            "publisher",
+            "parameters_b",
+            "active_parameters_b",
+            "context_tokens",
+            "license",
+            "source_url",
+        ]
+
+
+class TokenEndpointOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    pool = serializers.UUIDField(source="pool.public_id")
+    served_model = serializers.CharField(source="served_model.name")
+    capacity_monthly_tokens = serializers.IntegerField(help_text="throughput_tokens_per_s x 2,592,000 (a 30-day month)")
+
+    class Meta:
+        model = TokenEndpoint
+        fields = [
+            "id",
+            "pool",
+            "served_model",
+            "price_input",
+            "price_output",
+            "currency",
+            "throughput_tokens_per_s",
+            "capacity_monthly_tokens",
+            "committed_monthly_tokens",
+            "status",
+            "created_at",
+        ]
+
+
+class TokenBidOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    served_model = serializers.CharField(source="served_model.name")
+    hubs: Any = serializers.SlugRelatedField(slug_field="code", many=True, read_only=True)
+
+    class Meta:
+        model = TokenBid
+        fields = [
+            "id",
+            "served_model",
+            "limit_input",
+            "limit_output",
+            "currency",
+            "monthly_tokens",
+            "input_weight",
+            "output_weight",
+            "start_month",
+            "months",
+            "domestic_only",
+            "hubs",
+            "status",
+            "expires_at",
+            "created_at",
+        ]
+
+
+class TokenContractOutput(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="public_id")
+    bid = serializers.UUIDField(source="bid.public_id")
+    endpoint = serializers.UUIDField(source="endpoint.public_id")
+    served_model = serializers.CharField(source="served_model.name")
+    buyer = serializers.CharField(source="buyer.name")
+    provider = serializers.CharField(source="provider.name")
+
+    class Meta:
+        model = TokenContract
+        fields = [
+            "id",
+            "bid",
+            "endpoint",
+            "served_model",
+            "buyer",
+            "provider",
+            "price_input",
+            "price_output",
+            "currency",
+            "monthly_tokens",
+            "start",
+            "end",
+            "status",
+            "confirm_by",
+        ]
+
+
+class TokenContractDetailOutput(TokenContractOutput):
+    events = LeaseEventOutput(many=True, read_only=True)
+
+    class Meta(TokenContractOutput.Meta):
+        fields = [*TokenContractOutput.Meta.fields, "events"]
+
+
+MAX_BIGINT = 2**63 - 1
+
+
+class TokenEndpointInputSerializer(serializers.Serializer):
+    pool = serializers.UUIDField(help_text="one of your listed pools")
+    served_model = serializers.CharField(max_length=120, help_text="a served model's id or exact name")
+    price_input = serializers.DecimalField(**PRICE_FIELD, help_text="CNY per million input tokens")
+    price_output = serializers.DecimalField(**PRICE_FIELD, help_text="CNY per million output tokens")
+    throughput_tokens_per_s = serializers.IntegerField(max_value=MAX_BIGINT, min_value=-MAX_BIGINT)
+    currency = serializers.ChoiceField(choices=["CNY", "USD"], default="CNY", help_text="token prices are in CNY")
+
+
+class TokenBidInputSerializer(serializers.Serializer):
+    served_model = serializers.CharField(max_length=120, help_text="a served model's id or exact name")
+    limit_input = serializers.DecimalField(**PRICE_FIELD, help_text="CNY per million input tokens")
+    limit_output = serializers.DecimalField(**PRICE_FIELD, help_text="CNY per million output tokens")
+    monthly_tokens = serializers.IntegerField(max_value=MAX_BIGINT, min_value=-MAX_BIGINT)
+    start_month = serializers.DateField(help_text="the first day of the first month, e.g. 2027-01-01")
+    months = serializers.IntegerField(max_value=MAX_INT, min_value=-MAX_INT)
+    input_weight = serializers.IntegerField(
+        default=3, min_value=-MAX_INT, max_value=MAX_INT, help_text="expected input tokens per output_weight outputs"
+    )
+    output_weight = serializers.IntegerField(default=1, min_value=-MAX_INT, max_value=MAX_INT)
+    domestic_only = serializers.BooleanField(default=False)
+    hubs = serializers.ListField(child=serializers.CharField(max_length=10), default=list, max_length=20)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    currency = serializers.ChoiceField(choices=["CNY", "USD"], default="CNY", help_text="token prices are in CNY")
+
+
+ENDPOINT_STATUS_FILTER = OpenApiParameter(
+    "status", str, description="only endpoints in this status: open, paused, closed"
+)
+
+
+class ServedModelListApi(PublicApiView):
+    """The models endpoints serve, from the publishers' model cards (public)."""
+
+    @extend_schema(responses=ServedModelOutput(many=True), operation_id="catalog_served_models_list", auth=[])
+    def get(self, request: Request) -> Response:
+        return Response(ServedModelOutput(selectors_tokens.served_model_list(), many=True).data)
+
+
+class TokenEndpointListApi(MarketApiView):
+    """Your token endpoints (GET) and a new one (POST), matched at once against resting token bids."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(
+        responses=TokenEndpointOutput(many=True),
+        parameters=[ENDPOINT_STATUS_FILTER],
+        operation_id="market_token_endpoints_list",
+    )
+    def get(self, request: Request) -> Response:
+        endpoints = selectors_tokens.token_endpoint_list(
+            request.organization,  # type: ignore[attr-defined]
+            status=status_filter(request, EndpointStatus.choices),
+        )
+        return Response(TokenEndpointOutput(endpoints[:500], many=True).data)
+
+    @extend_schema(
+        request=TokenEndpointInputSerializer,
+        responses={201: TokenEndpointOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+        operation_id="market_token_endpoints_create",
+    )
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            serializer = TokenEndpointInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            endpoint = services.token_endpoint_create(
+                organization=request.organization,  # type: ignore[attr-defined]
+                actor=request.auth,
+                data=services.TokenEndpointInput(pool_id=data.pop("pool"), **data),
+            )
+            return Response(TokenEndpointOutput(endpoint).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class TokenEndpointDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=TokenEndpointOutput, operation_id="market_token_endpoints_retrieve")
+    def get(self, request: Request, endpoint_id: UUID) -> Response:
+        endpoint = selectors_tokens.token_endpoint_get(request.organization, endpoint_id)  # type: ignore[attr-defined]
+        return Response(TokenEndpointOutput(endpoint).data)
+
+
+class TokenEndpointActionApi(MarketApiView):
+    """Pause (no new matches), resume (matches resting bids at once) or close an endpoint; contracts stand."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+    action = "pause"
+
+    @extend_schema(request=None, responses=TokenEndpointOutput, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request: Request, endpoint_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        endpoint = selectors_tokens.token_endpoint_get(organization, endpoint_id)
+        service = {
+            "pause": services.token_endpoint_pause,
+            "resume": services.token_endpoint_resume,
+            "close": services.token_endpoint_close,
+        }[self.action]
+
+        def handler() -> Response:
+            return Response(
+                TokenEndpointOutput(service(organization=organization, actor=request.auth, endpoint=endpoint)).data
+            )
+
+        return idempotent(request, handler)
+
+
+class TokenEndpointPauseApi(TokenEndpointActionApi):
+    action = "pause"
+
+
+class TokenEndpointResumeApi(TokenEndpointActionApi):
+    action = "resume"
+
+
+class TokenEndpointCloseApi(TokenEndpointActionApi):
+    action = "close"
+
+
+class TokenBidListApi(MarketApiView):
+    """Your token bids (GET) and a new one (POST), matched at once against open endpoints; else it rests."""
+
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(
+        responses=TokenBidOutput(many=True), parameters=[STATUS_FILTER], operation_id="market_token_bids_list"
+    )
+    def get(self, request: Request) -> Response:
+        bids = selectors_tokens.token_bid_list(
+            request.organization,  # type: ignore[attr-defined]
+            status=status_filter(request, OrderStatus.choices),
+        )
+        return Response(TokenBidOutput(bids[:500], many=True).data)
+
+    @extend_schema(
+        request=TokenBidInputSerializer,
+        responses={201: TokenBidOutput},
+        parameters=[IDEMPOTENCY_HEADER],
+        operation_id="market_token_bids_create",
+    )
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            serializer = TokenBidInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = dict(serializer.validated_data)
+            data["hubs"] = tuple(data["hubs"])
+            bid = services.token_bid_create(
+                organization=request.organization,  # type: ignore[attr-defined]
+                actor=request.auth,
+                data=services.TokenBidInput(**data),
+            )
+            return Response(TokenBidOutput(bid).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class TokenBidDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=TokenBidOutput, operation_id="market_token_bids_retrieve")
+    def get(self, request: Request, token_bid_id: UUID) -> Response:
+        return Response(TokenBidOutput(selectors_tokens.token_bid_get(request.organization, token_bid_id)).data)  # type: ignore[attr-defined]
+
+
+class TokenBidCancelApi(MarketApiView):
+    """Withdraw an open token bid."""
+
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+
+    @extend_schema(
+        request=None, responses=TokenBidOutput, parameters=[IDEMPOTENCY_HEADER], operation_id="market_token_bids_cancel"
+    )
+    def post(self, request: Request, token_bid_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        bid = selectors_tokens.token_bid_get(organization, token_bid_id)
+
+        def handler() -> Response:
+            return Response(
+                TokenBidOutput(services.token_bid_cancel(organization=organization, actor=request.auth, bid=bid)).data
+            )
+
+        return idempotent(request, handler)
+
+
+class TokenContractListApi(MarketApiView):
+    """Token contracts you bought (buyers) or sold (providers)."""
+
+    organization_kinds = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(
+        responses=TokenContractOutput(many=True),
+        parameters=[LEASE_STATUS_FILTER],
+        operation_id="market_token_contracts_list",
+    )
+    def get(self, request: Request) -> Response:
+        contracts = selectors_tokens.token_contract_list(
+            request.organization,  # type: ignore[attr-defined]
+            status=status_filter(request, LeaseStatus.choices),
+        )
+        return Response(TokenContractOutput(contracts[:500], many=True).data)
+
+
+class TokenContractDetailApi(MarketApiView):
+    organization_kinds = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    @extend_schema(responses=TokenContractDetailOutput, operation_id="market_token_contracts_retrieve")
+    def get(self, request: Request, contract_id: UUID) -> Response:
+        contract = selectors_tokens.token_contract_get(request.organization, contract_id)  # type: ignore[attr-defined]
+        return Response(TokenContractDetailOutput(contract).data)
+
+
+class TokenContractRespondApi(MarketApiView):
+    """The provider confirms (active) or rejects (the volume returns, the bid rests again) a pending contract."""
+
+    organization_kinds = [OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_WRITE]
+    confirm = True
+
+    @extend_schema(
+        request=LeaseResponseInputSerializer, responses=TokenContractDetailOutput, parameters=[IDEMPOTENCY_HEADER]
+    )
+    def post(self, request: Request, contract_id: UUID) -> Response:
+        organization = request.organization  # type: ignore[attr-defined]
+        contract = selectors_tokens.token_contract_get_as_provider(organization, contract_id)
+
+        def handler() -> Response:
+            serializer = LeaseResponseInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            respond = services.token_contract_confirm if self.confirm else services.token_contract_reject
+            respond(
+                organization=organization,
+                actor=request.auth,
+                contract=contract,
+                note=serializer.validated_data["note"],
+            )
+            return Response(
+                TokenContractDetailOutput(selectors_tokens.token_contract_get(organization, contract_id)).data
+            )
+
+        return idempotent(request, handler)
+
+
+class TokenContractConfirmApi(TokenContractRespondApi):
+    confirm = True
+
+
+class TokenContractRejectApi(TokenContractRespondApi):
+    confirm = False
+
+
 urlpatterns = [
     path("catalog/accelerators", public(AcceleratorListApi.as_view()), name="accelerator-list"),
     path("catalog/accelerators/<uuid:model_id>", public(AcceleratorDetailApi.as_view()), name="accelerator-detail"),
@@ -755,4 +1128,33 @@ urlpatterns = [
     path("market/leases/<uuid:lease_id>", LeaseDetailApi.as_view(), name="lease-detail"),
     path("market/leases/<uuid:lease_id>/confirm", LeaseConfirmApi.as_view(), name="lease-confirm"),
     path("market/leases/<uuid:lease_id>/reject", LeaseRejectApi.as_view(), name="lease-reject"),
+    path("catalog/served-models", public(ServedModelListApi.as_view()), name="served-model-list"),
+    path("market/token-endpoints", TokenEndpointListApi.as_view(), name="token-endpoint-list"),
+    path("market/token-endpoints/<uuid:endpoint_id>", TokenEndpointDetailApi.as_view(), name="token-endpoint-detail"),
+    path(
+        "market/token-endpoints/<uuid:endpoint_id>/pause", TokenEndpointPauseApi.as_view(), name="token-endpoint-pause"
+    ),
+    path(
+        "market/token-endpoints/<uuid:endpoint_id>/resume",
+        TokenEndpointResumeApi.as_view(),
+        name="token-endpoint-resume",
+    ),
+    path(
+        "market/token-endpoints/<uuid:endpoint_id>/close", TokenEndpointCloseApi.as_view(), name="token-endpoint-close"
+    ),
+    path("market/token-bids", TokenBidListApi.as_view(), name="token-bid-list"),
+    path("market/token-bids/<uuid:token_bid_id>", TokenBidDetailApi.as_view(), name="token-bid-detail"),
+    path("market/token-bids/<uuid:token_bid_id>/cancel", TokenBidCancelApi.as_view(), name="token-bid-cancel"),
+    path("market/token-contracts", TokenContractListApi.as_view(), name="token-contract-list"),
+    path("market/token-contracts/<uuid:contract_id>", TokenContractDetailApi.as_view(), name="token-contract-detail"),
+    path(
+        "market/token-contracts/<uuid:contract_id>/confirm",
+        TokenContractConfirmApi.as_view(),
+        name="token-contract-confirm",
+    ),
+    path(
+        "market/token-contracts/<uuid:contract_id>/reject",
+        TokenContractRejectApi.as_view(),
+        name="token-contract-reject",
+    ),
 ]

@@ -1,17 +1,25 @@
-"""The demo world, supply part: a site in every 东数西算 hub, pools of NVIDIA, AMD and domestic accelerators,
-some attested and some not. Idempotent: running it again changes nothing. Runs after ``accounts.demo``."""
+"""The demo world: a site in every 东数西算 hub, pools of NVIDIA, AMD and domestic accelerators, some attested and
+some not; then a live-looking market (``seed_market``): a few hundred offers over the next weeks across every listed
+pool, bids of the demo buyers (some matched into leases, some confirmed by the provider, others resting below the
+asks for the order book). Everything goes through the services, so the market's invariants hold. Idempotent: running
+it again changes nothing while the market still has offers ahead; once they have run out, a fresh batch is posted.
+Runs after ``accounts.demo``."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
 
 from accounts.demo import DEMO_PASSWORD
 from accounts.models import Membership, Organization, OrganizationKind, OrganizationStatus, Role, User
+from core.errors import ApplicationError
+from core.timeutils import floor_hour, utcnow
 from marketplace import services
-from marketplace.models import AcceleratorModel, Cluster, Pool, PoolStatus, Site
+from marketplace.models import AcceleratorModel, Cluster, Lease, LeaseStatus, Offer, OrderStatus, Pool, PoolStatus, Site
 
 
 @dataclass(frozen=True)
@@ -286,3 +294,187 @@ def seed() -> None:
                 )
             if pool_spec.status != PoolStatus.DRAFT:
                 services.pool_set_status(organization=organization, actor=actor, pool=pool, status=pool_spec.status)
+
+    seed_market()
+
+
+# --- The market ----------------------------------------------------------------------------------------
+
+# Typical asks in ¥ per accelerator-hour (2025 Chinese cloud and IDC list prices, rounded), by model name prefix.
+TYPICAL_ASK = {
+    "H100": "21",
+    "H800": "18",
+    "H20": "7.5",
+    "A800": "10",
+    "L40S": "5.5",
+    "GeForce RTX 4090": "2.6",
+    "Instinct MI300X": "19",
+    "Ascend 910B": "8",
+    "Ascend 910C": "13",
+    "DCU K100": "5",
+    "MTT S4000": "3.2",
+    "MLU370": "3",
+    "Xiyun C550": "6",
+    "R300": "4",
+}
+WEST_DISCOUNT = Decimal("0.88")  # western hubs: cheaper power and land
+OFFERS_PER_POOL = 16
+MARKET_SEED = 20261123
+
+
+@dataclass(frozen=True)
+class DemoBid:
+    buyer: str  # email of the buyer's owner
+    accelerators: int
+    hours: int
+    limit: str
+    unit: str
+    workload: str = "training"
+    models: tuple[str, ...] = ()  # model name prefixes
+    tier: str = "any"
+    min_green: int = 0
+    domestic: bool = False
+    verified: bool = False
+    split: bool = False
+    confirm: bool = False  # the provider confirms the lease it makes
+
+
+# First the crossing bids (they match at once), then resting ones below the asks for the order book.
+BIDS = [
+    # A buyer in the east: 8 domestic accelerators for 24 h of training, >= 50 % green, a limit per SCU-hour.
+    DemoBid("buyer@hz-precision.demo", 8, 24, "40", "scu_hour", min_green=50, domestic=True, confirm=True),
+    DemoBid("buyer@sz-vision.demo", 4, 12, "9", "acc_hour", workload="inference", models=("H20",), tier="near"),
+    DemoBid("buyer@cd-ailab.demo", 16, 48, "26", "scu_hour", models=("H100", "H800"), verified=True, confirm=True),
+    DemoBid("buyer@bj-robotics.demo", 2, 8, "4", "bwu_hour", workload="inference", tier="near"),
+    DemoBid("buyer@cd-ailab.demo", 32, 24, "12", "acc_hour", models=("A800", "Ascend 910B"), split=True),
+    DemoBid("buyer@hz-precision.demo", 4, 72, "4", "acc_hour", models=("GeForce RTX 4090", "L40S"), confirm=True),
+]
+RESTING_FACTORS = ["0.65", "0.75", "0.85"]
+
+
+def _typical_ask(model: AcceleratorModel) -> Decimal | None:
+    for prefix, price in TYPICAL_ASK.items():
+        if model.name.startswith(prefix):
+            return Decimal(price)
+    return None
+
+
+def _window_start(now: datetime) -> datetime:
+    return floor_hour(now) + timedelta(hours=1)
+
+
+def _post_offers(pools: list[Pool], now: datetime, rng: random.Random) -> int:
+    posted = 0
+    for pool in pools:
+        typical = _typical_ask(pool.accelerator_model)
+        if typical is None:
+            continue
+        if pool.site.hub and pool.site.hub.side == "west":
+            typical *= WEST_DISCOUNT
+        actor = _owner(pool.organization)
+        start = _window_start(now) + timedelta(hours=rng.randrange(0, 12))
+        for _ in range(OFFERS_PER_POOL):
+            hours = rng.choice([24, 36, 48, 72])
+            share = rng.choice([Decimal("0.125"), Decimal("0.25"), Decimal("0.5"), Decimal("0.75")])
+            ask = (typical * Decimal(rng.randint(88, 118)) / 100).quantize(Decimal("0.01"))
+            data = services.OfferInput(
+                pool_id=pool.public_id,
+                accelerators=max(1, int(pool.accelerator_count * share)),
+                start=start,
+                end=start + timedelta(hours=hours),
+                ask=ask,
+                min_lease_hours=rng.choice([1, 4, 8, 24]),
+            )
+            try:
+                services.offer_create(organization=pool.organization, actor=actor, data=data, now=now)
+                posted += 1
+            except ApplicationError:
+                pass  # overlaps an earlier run's offers of this pool: leave those
+            start += timedelta(hours=hours)
+    return posted
+
+
+def _place_bids(now: datetime, rng: random.Random) -> None:
+    buyers = {
+        m.user.email: m.organization
+        for m in Membership.objects.filter(user__email__in={b.buyer for b in BIDS}).select_related(
+            "user", "organization"
+        )
+    }
+    start = _window_start(now)
+    for spec in BIDS:
+        organization = buyers.get(spec.buyer)
+        if organization is None:
+            continue
+        models = [
+            str(m.public_id)
+            for prefix in spec.models
+            for m in AcceleratorModel.objects.filter(name__startswith=prefix).order_by("name")[:1]
+        ]
+        data = services.BidInput(
+            accelerators=spec.accelerators,
+            hours=spec.hours,
+            earliest_start=start,
+            latest_end=start + timedelta(days=7),
+            limit_price=Decimal(spec.limit),
+            price_unit=spec.unit,
+            workload=spec.workload,
+            latency_tier=spec.tier,
+            accelerator_models=tuple(models),
+            min_green_share_pct=spec.min_green,
+            domestic_only=spec.domestic,
+            verified_only=spec.verified,
+            split_allowed=spec.split,
+        )
+        try:
+            bid = services.bid_create(organization=organization, actor=_owner(organization), data=data, now=now)
+        except ApplicationError:
+            continue  # the supply changed: this demo bid no longer fits
+        if spec.confirm:
+            for lease in Lease.objects.filter(bid=bid, status=LeaseStatus.PENDING).select_related("provider"):
+                services.lease_respond(
+                    organization=lease.provider, actor=_owner(lease.provider), lease=lease, confirm=True, now=now
+                )
+    # Resting bids below the asks, per model, for the order book.
+    listed = (
+        AcceleratorModel.objects.filter(pools__status=PoolStatus.LISTED, pools__offers__status=OrderStatus.OPEN)
+        .distinct()
+        .order_by("vendor", "name")
+    )
+    organizations = list(buyers.values())
+    for index, model in enumerate(listed):
+        typical = _typical_ask(model)
+        if typical is None or not organizations:
+            continue
+        for step, factor in enumerate(RESTING_FACTORS):
+            organization = organizations[(index + step) % len(organizations)]
+            data = services.BidInput(
+                accelerators=rng.choice([1, 2, 4, 8]),
+                hours=rng.choice([4, 8, 24]),
+                earliest_start=start,
+                latest_end=start + timedelta(days=rng.choice([3, 7, 14])),
+                limit_price=(typical * Decimal(factor)).quantize(Decimal("0.01")),
+                accelerator_models=(str(model.public_id),),
+            )
+            try:
+                services.bid_create(organization=organization, actor=_owner(organization), data=data, now=now)
+            except ApplicationError:
+                continue
+
+
+def seed_market(*, now: datetime | None = None) -> None:
+    """Offers, bids and leases of the demo market (see the module docstring)."""
+    now = now or utcnow()
+    pools = list(
+        Pool.objects.filter(status=PoolStatus.LISTED, site__name__in=[s.name for s in SITES])
+        .select_related("organization", "site__hub", "accelerator_model")
+        .order_by("id")
+    )
+    if (
+        not pools
+        or Offer.objects.filter(pool__in=pools, status=OrderStatus.OPEN, end__gt=now + timedelta(days=7)).exists()
+    ):
+        return  # the market is still live from an earlier run
+    rng = random.Random(MARKET_SEED)  # noqa: S311 (demo data, not security)
+    _post_offers(pools, now, rng)
+    _place_bids(now, rng)

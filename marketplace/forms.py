@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django import forms
+from django.forms.utils import flatatt
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization
 from accounts.regions import province_choices
 from core.forms import PortalForm
-from marketplace import selectors
-from marketplace.models import GridRegion, LatencyTier, SoftwareStack
-from marketplace.services import AttestationInput, PoolInput, ShareInput, SiteInput
+from marketplace import latency, selectors
+from marketplace.models import GridRegion, LatencyTier, PriceUnit, SoftwareStack, Workload
+from marketplace.services import AttestationInput, BidInput, PoolInput, ShareInput, SiteInput
 
 
 def _with_blank(choices: list[Any], label: Any = None) -> list[Any]:
@@ -207,3 +212,213 @@ class AttestationForm(PortalForm):
 
     def to_input(self) -> AttestationInput:
         return AttestationInput(**self.cleaned_data)
+
+
+# --- Market ---------------------------------------------------------------------------------------------
+
+LATENCY_TIER_CHOICES = [
+    (latency.Tier.ANY, _("Any distance")),
+    (latency.Tier.NEAR, _("Near (≤ ~20 ms)")),
+    (latency.Tier.REGION, _("Same region (≤ ~10 ms)")),
+]
+MARKET_SORT_CHOICES = [
+    ("price", _("Price, lowest first")),
+    ("-price", _("Price, highest first")),
+    ("-green", _("Green share, highest first")),
+    ("pue", _("PUE, lowest first")),
+    ("hub", _("Hub")),
+    ("-created", _("Newest")),
+]
+
+
+def _model_choices() -> list[Any]:
+    return [
+        (str(m.public_id), f"{m.vendor} {m.name}" + (" · 国产" if m.domestic else ""))
+        for m in selectors.accelerator_model_list()
+    ]
+
+
+def _hub_choices() -> list[Any]:
+    return [(h.code, f"{h.name_zh} {h.name_en}") for h in selectors.hub_list()]
+
+
+class FastSelect(forms.Select):
+    """A flat <select> rendered in Python: Django renders each option through a template include, which made
+    the market filters (some 250 options) the slowest part of the market page. No option groups."""
+
+    def render(self, name: str, value: Any, attrs: Any = None, renderer: Any = None) -> SafeString:
+        final = self.build_attrs(self.attrs, attrs)
+        final["name"] = name
+        chosen = "" if value is None else str(value[0] if isinstance(value, list | tuple) and value else value)
+        options = format_html_join(
+            "",
+            '<option value="{}"{}>{}</option>',
+            ((key, mark_safe(" selected") if str(key) == chosen else "", label) for key, label in self.choices),
+        )
+        return format_html("<select{}>{}</select>", flatatt(final), options)
+
+
+class MarketFilterForm(PortalForm):
+    """The market page's filters (GET): every field optional; an invalid value is ignored, not an error page."""
+
+    unit = forms.ChoiceField(label=_("Price unit"), choices=PriceUnit.choices, required=False, widget=FastSelect)
+    sort = forms.ChoiceField(label=_("Sort by"), choices=MARKET_SORT_CHOICES, required=False, widget=FastSelect)
+    model = forms.ChoiceField(label=_("Accelerator model"), required=False, widget=FastSelect)
+    vendor = forms.ChoiceField(label=_("Vendor"), required=False, widget=FastSelect)
+    hub = forms.ChoiceField(label=_("Hub"), required=False, widget=FastSelect)
+    province = forms.ChoiceField(
+        label=_("Province"), choices=_with_blank(province_choices(), _("Any")), required=False, widget=FastSelect
+    )
+    domestic = forms.BooleanField(label=_("Domestic (国产) only"), required=False)
+    verified = forms.BooleanField(label=_("Verified only"), required=False)
+    min_green = forms.DecimalField(
+        label=_("Min. green share (%)"),
+        required=False,
+        min_value=0,
+        max_value=100,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "5", "inputmode": "decimal"}),
+    )
+    max_pue = forms.DecimalField(
+        label=_("Max. PUE"),
+        required=False,
+        min_value=1,
+        max_value=3,
+        decimal_places=2,
+        widget=forms.NumberInput(attrs={"step": "0.05", "inputmode": "decimal"}),
+    )
+    workload = forms.ChoiceField(label=_("Workload"), choices=Workload.choices, required=False, widget=FastSelect)
+    tier = forms.ChoiceField(
+        label=_("Latency (inference)"), choices=LATENCY_TIER_CHOICES, required=False, widget=FastSelect
+    )
+    near = forms.ChoiceField(
+        label=_("Your province"), choices=_with_blank(province_choices()), required=False, widget=FastSelect
+    )
+    start = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label=_("Until"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, choices: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["model"].choices = _with_blank(  # type: ignore[attr-defined]
+            [(str(m.public_id), f"{m.vendor} {m.name}") for m in choices["models"]], _("Any")
+        )
+        self.fields["vendor"].choices = _with_blank([(v, v) for v in choices["vendors"]], _("Any"))  # type: ignore[attr-defined]
+        self.fields["hub"].choices = _with_blank(  # type: ignore[attr-defined]
+            [(h.code, f"{h.name_zh}") for h in choices["hubs"]], _("Any")
+        )
+
+    def filters(self) -> selectors.MarketFilters:
+        """The filters from the valid fields (invalid ones are dropped)."""
+        self.is_valid()
+        data: dict[str, Any] = {name: self.cleaned_data.get(name) for name in self.fields if name not in self.errors}
+        start, end = data.get("start"), data.get("end")
+        zone = timezone.get_current_timezone()
+        return selectors.MarketFilters(
+            accelerator_models=(data["model"],) if data.get("model") else (),
+            vendors=(data["vendor"],) if data.get("vendor") else (),
+            hubs=(data["hub"],) if data.get("hub") else (),
+            provinces=(data["province"],) if data.get("province") else (),
+            domestic_only=bool(data.get("domestic")),
+            verified_only=bool(data.get("verified")),
+            min_green_share_pct=data.get("min_green") or Decimal(0),
+            max_pue=data.get("max_pue"),
+            workload=data.get("workload") or Workload.TRAINING,
+            buyer_province=data.get("near") or "",
+            latency_tier=data.get("tier") or latency.Tier.ANY,
+            window_start=datetime.combine(start, time.min, tzinfo=zone) if start else None,
+            window_end=datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone) if end else None,
+            unit=data.get("unit") or PriceUnit.ACCELERATOR_HOUR,
+            sort=data.get("sort") or "price",
+        )
+
+
+class BidForm(PortalForm):
+    """A capacity bid. Times are local (the portal's zone) whole hours; the rules live in ``services.bid_create``."""
+
+    accelerators = forms.IntegerField(
+        label=_("Accelerators"), min_value=1, widget=forms.NumberInput(attrs={"inputmode": "numeric"})
+    )
+    hours = forms.IntegerField(label=_("Hours"), min_value=1, widget=forms.NumberInput(attrs={"inputmode": "numeric"}))
+    earliest_start = forms.DateTimeField(
+        label=_("Earliest start"),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "3600"}, format="%Y-%m-%dT%H:%M"),
+    )
+    latest_end = forms.DateTimeField(
+        label=_("Latest end"),
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "3600"}, format="%Y-%m-%dT%H:%M"),
+    )
+    limit_price = forms.DecimalField(
+        label=_("Limit price (¥)"),
+        min_value=Decimal("0.000001"),
+        max_digits=20,
+        decimal_places=6,
+        widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
+    )
+    price_unit = forms.ChoiceField(label=_("per"), choices=PriceUnit.choices, initial=PriceUnit.ACCELERATOR_HOUR)
+    workload = forms.ChoiceField(
+        label=_("Workload"), choices=Workload.choices, initial=Workload.TRAINING, widget=forms.RadioSelect
+    )
+    latency_tier = forms.ChoiceField(
+        label=_("Latency (inference)"), choices=LATENCY_TIER_CHOICES, initial=latency.Tier.ANY, required=False
+    )
+    buyer_province = forms.ChoiceField(
+        label=_("Your province"), choices=_with_blank(province_choices()), required=False
+    )
+    accelerator_models = forms.MultipleChoiceField(
+        label=_("Accelerator models"),
+        required=False,
+        help_text=_("None chosen: any model."),
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    hubs = forms.MultipleChoiceField(
+        label=_("Hubs"),
+        required=False,
+        help_text=_("None chosen: any hub."),
+        widget=forms.SelectMultiple(attrs={"size": 6}),
+    )
+    min_green_share_pct = forms.IntegerField(
+        label=_("Min. green share (%)"), required=False, min_value=0, max_value=100
+    )
+    max_pue = forms.DecimalField(label=_("Max. PUE"), required=False, decimal_places=2, max_digits=4)
+    min_tflops = forms.IntegerField(label=_("Min. attested TFLOPS"), required=False, min_value=0)
+    min_memory_gb = forms.IntegerField(label=_("Min. memory (GB)"), required=False, min_value=0)
+    domestic_only = forms.BooleanField(label=_("Domestic (国产) only"), required=False)
+    verified_only = forms.BooleanField(label=_("Verified only"), required=False)
+    split_allowed = forms.BooleanField(
+        label=_("Allow splitting across pools"), required=False, help_text=_("Off: all accelerators in one pool.")
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["accelerator_models"].choices = _model_choices()  # type: ignore[attr-defined]
+        self.fields["hubs"].choices = _hub_choices()  # type: ignore[attr-defined]
+        # Unknown choices are the service's to explain.
+        self.fields["accelerator_models"].valid_value = lambda value: True  # type: ignore[attr-defined]
+        self.fields["hubs"].valid_value = lambda value: True  # type: ignore[attr-defined]
+
+    def to_input(self) -> BidInput:
+        return bid_input_from(self.cleaned_data)
+
+
+def bid_input_from(data: dict[str, Any]) -> BidInput:
+    """A ``BidInput`` from (possibly partial) cleaned data: missing values as the service's defaults."""
+    return BidInput(
+        accelerators=data.get("accelerators"),
+        hours=data.get("hours"),
+        earliest_start=data.get("earliest_start"),
+        latest_end=data.get("latest_end"),
+        limit_price=data.get("limit_price"),
+        price_unit=data.get("price_unit") or PriceUnit.ACCELERATOR_HOUR,
+        workload=data.get("workload") or Workload.TRAINING,
+        latency_tier=data.get("latency_tier") or latency.Tier.ANY,
+        buyer_province=data.get("buyer_province") or "",
+        accelerator_models=tuple(data.get("accelerator_models") or ()),
+        hubs=tuple(data.get("hubs") or ()),
+        min_green_share_pct=data.get("min_green_share_pct") or 0,
+        max_pue=data.get("max_pue"),
+        min_tflops=data.get("min_tflops") or 0,
+        min_memory_gb=data.get("min_memory_gb") or 0,
+        domestic_only=bool(data.get("domestic_only")),
+        verified_only=bool(data.get("verified_only")),
+        split_allowed=bool(data.get("split_allowed")),
+    )

@@ -9,6 +9,7 @@ from django.contrib.postgres.fields import ArrayField, DateTimeRangeField, Range
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from accounts.models import Organization, OrganizationAPIKey, User
 from accounts.regions import province_choices
@@ -540,3 +541,185 @@ class LeaseAllocation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.pool_id}#{self.accelerator_index} {self.period}"
+
+
+# --- Tokens: served models, endpoints, token bids, token contracts (DESIGN.md §4.3) -------------------
+
+# An endpoint's monthly capacity is its throughput over a 30-day month: tokens/s x 2,592,000 s.
+SECONDS_PER_TOKEN_MONTH = 30 * 24 * 3600
+
+
+class ServedModel(PublicIdModel):
+    """A model endpoints serve (catalog, loaded from data/served_models.csv with the publishers' model cards)."""
+
+    name = models.CharField(_("model"), max_length=120, unique=True)
+    publisher = models.CharField(_("publisher"), max_length=120)
+    parameters_b = models.DecimalField(_("parameters (billions)"), max_digits=8, decimal_places=1)
+    active_parameters_b = models.DecimalField(
+        _("active parameters (billions)"), max_digits=8, decimal_places=1, null=True, blank=True
+    )
+    context_tokens = models.PositiveIntegerField(_("context length (tokens)"))
+    license = models.CharField(_("licence"), max_length=120, blank=True)
+    source_url = models.TextField(_("source"), blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["publisher", "name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(parameters_b__gt=0), name="served_model_parameters_positive"),
+            models.CheckConstraint(condition=Q(context_tokens__gt=0), name="served_model_context_positive"),
+        ]
+        verbose_name = _("served model")
+        verbose_name_plural = _("served models")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EndpointStatus(models.TextChoices):
+    OPEN = "open", pgettext_lazy("token endpoint status", "Open")
+    PAUSED = "paused", pgettext_lazy("token endpoint status", "Paused")
+    CLOSED = "closed", pgettext_lazy("token endpoint status", "Closed")
+
+
+class TokenEndpoint(PublicIdModel):
+    """A provider serves a model from one of its pools at prices per million input and output tokens.
+
+    ``committed_monthly_tokens`` is the sum of the monthly volumes of the endpoint's pending and active contracts;
+    the database refuses any value above the monthly capacity (``token_endpoint_within_capacity``)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="token_endpoints")
+    pool = models.ForeignKey(Pool, on_delete=models.PROTECT, related_name="token_endpoints")
+    served_model = models.ForeignKey(ServedModel, on_delete=models.PROTECT, related_name="endpoints")
+    price_input = models.DecimalField(_("per million input tokens"), max_digits=20, decimal_places=10)
+    price_output = models.DecimalField(_("per million output tokens"), max_digits=20, decimal_places=10)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    throughput_tokens_per_s = models.BigIntegerField(_("throughput (tokens/s)"))
+    committed_monthly_tokens = models.BigIntegerField(_("committed tokens per month"), default=0)
+    status = models.CharField(_("status"), max_length=8, choices=EndpointStatus.choices, default=EndpointStatus.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["served_model", "status"], name="token_endpoint_model_status")]
+        constraints = [
+            models.CheckConstraint(condition=Q(price_input__gt=0), name="token_endpoint_input_positive"),
+            models.CheckConstraint(condition=Q(price_output__gt=0), name="token_endpoint_output_positive"),
+            models.CheckConstraint(condition=Q(throughput_tokens_per_s__gt=0), name="token_endpoint_throughput_pos"),
+            models.CheckConstraint(condition=Q(committed_monthly_tokens__gte=0), name="token_endpoint_committed_pos"),
+            models.CheckConstraint(
+                condition=Q(committed_monthly_tokens__lte=F("throughput_tokens_per_s") * SECONDS_PER_TOKEN_MONTH),
+                name="token_endpoint_within_capacity",
+            ),
+        ]
+        verbose_name = _("token endpoint")
+        verbose_name_plural = _("token endpoints")
+
+    def __str__(self) -> str:
+        return f"{self.served_model.name} @ {self.pool.name}"
+
+    @property
+    def capacity_monthly_tokens(self) -> int:
+        return self.throughput_tokens_per_s * SECONDS_PER_TOKEN_MONTH
+
+    @property
+    def remaining_monthly_tokens(self) -> int:
+        return self.capacity_monthly_tokens - self.committed_monthly_tokens
+
+
+class TokenBid(PublicIdModel):
+    """A buyer wants ``monthly_tokens`` of a model per month for ``months`` months from ``start_month``.
+
+    Filled whole by one endpoint (no split). ``input_weight:output_weight`` is the expected ratio of input to
+    output tokens (default 3:1); it weights the two prices into the blended price the engine ranks on."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="token_bids")
+    served_model = models.ForeignKey(ServedModel, on_delete=models.PROTECT, related_name="bids")
+    limit_input = models.DecimalField(_("limit per million input tokens"), max_digits=20, decimal_places=10)
+    limit_output = models.DecimalField(_("limit per million output tokens"), max_digits=20, decimal_places=10)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    monthly_tokens = models.BigIntegerField(_("tokens per month"))
+    input_weight = models.PositiveSmallIntegerField(_("input share (weight)"), default=3)
+    output_weight = models.PositiveSmallIntegerField(_("output share (weight)"), default=1)
+    start_month = models.DateField(_("first month"))
+    months = models.PositiveSmallIntegerField(_("months"))
+    domestic_only = models.BooleanField(_("domestic accelerators only"), default=False)
+    hubs = models.ManyToManyField(Hub, blank=True, related_name="+")
+    status = models.CharField(_("status"), max_length=12, choices=OrderStatus.choices, default=OrderStatus.OPEN)
+    expires_at = models.DateTimeField(_("expires"))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "expires_at"], name="token_bid_status_expires")]
+        constraints = [
+            models.CheckConstraint(condition=Q(limit_input__gt=0), name="token_bid_input_positive"),
+            models.CheckConstraint(condition=Q(limit_output__gt=0), name="token_bid_output_positive"),
+            models.CheckConstraint(condition=Q(monthly_tokens__gt=0), name="token_bid_volume_positive"),
+            models.CheckConstraint(condition=Q(months__gt=0), name="token_bid_months_positive"),
+            models.CheckConstraint(
+                condition=Q(input_weight__gt=0) | Q(output_weight__gt=0), name="token_bid_weights_positive"
+            ),
+            models.CheckConstraint(condition=Q(start_month__day=1), name="token_bid_start_first_of_month"),
+        ]
+        verbose_name = _("token bid")
+        verbose_name_plural = _("token bids")
+
+    def __str__(self) -> str:
+        return f"{self.served_model.name}: {self.monthly_tokens} tokens/month x {self.months}"
+
+
+class TokenContract(PublicIdModel):
+    """A match of a token bid with an endpoint: a monthly volume at fixed prices over ``[start, end)`` (UTC)."""
+
+    bid = models.ForeignKey(TokenBid, on_delete=models.PROTECT, related_name="contracts")
+    endpoint = models.ForeignKey(TokenEndpoint, on_delete=models.PROTECT, related_name="contracts")
+    buyer = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="token_contracts_bought")
+    provider = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="token_contracts_sold")
+    served_model = models.ForeignKey(ServedModel, on_delete=models.PROTECT, related_name="+")
+    price_input = models.DecimalField(_("per million input tokens"), max_digits=20, decimal_places=10)
+    price_output = models.DecimalField(_("per million output tokens"), max_digits=20, decimal_places=10)
+    currency = models.CharField(_("currency"), max_length=3, default="CNY")
+    monthly_tokens = models.BigIntegerField(_("tokens per month"))
+    start = models.DateTimeField(_("from"))
+    end = models.DateTimeField(_("until"))
+    status = models.CharField(_("status"), max_length=12, choices=LeaseStatus.choices, default=LeaseStatus.PENDING)
+    confirm_by = models.DateTimeField(_("provider confirms by"))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "confirm_by"], name="token_contract_status_confirm")]
+        constraints = [
+            models.CheckConstraint(condition=Q(monthly_tokens__gt=0), name="token_contract_volume_positive"),
+            models.CheckConstraint(condition=Q(end__gt=F("start")), name="token_contract_window_order"),
+            models.CheckConstraint(condition=Q(price_input__gt=0), name="token_contract_input_positive"),
+            models.CheckConstraint(condition=Q(price_output__gt=0), name="token_contract_output_positive"),
+        ]
+        verbose_name = _("token contract")
+        verbose_name_plural = _("token contracts")
+
+    def __str__(self) -> str:
+        return f"{self.served_model.name}: {self.monthly_tokens} tokens/month {self.start:%Y-%m}-{self.end:%Y-%m}"
+
+
+class TokenContractEvent(models.Model):
+    """The history of a token contract: every change of status, who made it and why."""
+
+    contract = models.ForeignKey(TokenContract, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=12, blank=True)
+    to_status = models.CharField(max_length=12, choices=LeaseStatus.choices)
+    actor_label = models.CharField(max_length=200)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = _("token contract event")
+        verbose_name_plural = _("token contract events")
+
+    def __str__(self) -> str:
+        return f"{self.from_status or '-'} -> {self.to_status}"

@@ -15,7 +15,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationAPIKey, OrganizationKind, User
@@ -23,17 +23,19 @@ from accounts.regions import PROVINCE_EN_BY_CODE
 from core.audit import actor_label_for, audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
 from core.outbox import outbox_enqueue
-from core.timeutils import floor_hour, utcnow
-from marketplace import matching, units
+from core.timeutils import floor_hour, month_start, utcnow
+from marketplace import latency, matching, token_matching, units
 from marketplace.models import (
     PUE_MAX,
     PUE_MIN,
+    SECONDS_PER_TOKEN_MONTH,
     AcceleratorModel,
     Attestation,
     AttestationSource,
     AttestationStatus,
     Bid,
     Cluster,
+    EndpointStatus,
     GridRegion,
     Hub,
     LatencyTier,
@@ -47,9 +49,14 @@ from marketplace.models import (
     PoolShare,
     PoolStatus,
     PriceUnit,
+    ServedModel,
     Site,
     SiteStatus,
     SoftwareStack,
+    TokenBid,
+    TokenContract,
+    TokenContractEvent,
+    TokenEndpoint,
     Workload,
 )
 
@@ -1141,6 +1148,31 @@ class BidInput:
     domestic_only: bool = False
     verified_only: bool = False
     split_allowed: bool = False
+    # Inference only: a latency tier (marketplace.latency) relative to the buyer's province (default: the
+    # province of the buyer's company registration). It becomes a set of provinces.
+    latency_tier: str = latency.Tier.ANY
+    buyer_province: str = ""
+
+
+def _placement_provinces(organization: Organization, data: BidInput) -> tuple[list[FieldError], list[str]]:
+    """The bid's provinces with the latency tier applied (inference only): the named ones inside the tier."""
+    if data.latency_tier not in {tier.value for tier in latency.Tier}:
+        return [FieldError("unknown_latency_tier", _("Unknown latency tier."), "latency_tier")], []
+    if data.workload != Workload.INFERENCE or data.latency_tier == latency.Tier.ANY:
+        return [], sorted(set(data.provinces))
+    profile = getattr(organization, "company_profile", None)
+    province = data.buyer_province or (profile.registered_province if profile else "")
+    if latency.region_of(province) is None:
+        return [
+            FieldError("buyer_province_required", _("Say where you are to use a latency tier."), "buyer_province")
+        ], []
+    within = latency.provinces_within(province, data.latency_tier) or frozenset()
+    provinces = sorted(within & set(data.provinces)) if data.provinces else sorted(within)
+    if not provinces:
+        return [
+            FieldError("unsatisfiable", _("None of the chosen provinces is within this latency tier."), "latency_tier")
+        ], []
+    return [], provinces
 
 
 def _bid_check(data: BidInput) -> tuple[list[FieldError], list[AcceleratorModel], list[Hub]]:
@@ -1221,8 +1253,9 @@ def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: d
     if organization.kind != OrganizationKind.BUYER:
         raise ApplicationError("not_a_buyer", _("Only buyers place bids."), status_code=403)
     errors, models, hubs = _bid_check(data)
-    if errors:
-        raise ValidationFailed(errors)
+    tier_errors, provinces = _placement_provinces(organization, data)
+    if errors or tier_errors:
+        raise ValidationFailed(errors + tier_errors)
     now = now or utcnow()
 
     def work() -> Bid:
@@ -1243,7 +1276,7 @@ def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: d
             workload=data.workload,
             min_tflops=data.min_tflops,
             min_memory_gb=data.min_memory_gb,
-            provinces=sorted(set(data.provinces)),
+            provinces=provinces,
             min_green_share_pct=data.min_green_share_pct,
             max_pue=data.max_pue,
             domestic_only=data.domestic_only,
@@ -1346,6 +1379,31 @@ def lease_respond(
     return lease
 
 
+def lease_set_disputed(
+    *, lease: Lease, disputed: bool, restore_status: str = "", actor: Any = None, note: str = ""
+) -> Lease:
+    """Metering disputes: mark a lease ``disputed`` while a dispute is open, then give it back
+    ``restore_status`` (its status before). Audited, with a lease event; a no-op when already right."""
+    with transaction.atomic():
+        lease = Lease.objects.select_for_update().get(pk=lease.pk)
+        target = LeaseStatus.DISPUTED if disputed else (restore_status or LeaseStatus.ACTIVE)
+        if lease.status == target or lease.status == LeaseStatus.CANCELLED:
+            return lease
+        previous = lease.status
+        lease.status = target
+        lease.save(update_fields=["status", "updated_at"])
+        _lease_event(lease, previous, actor, note=note[:500])
+        audit_record(
+            action="lease.disputed" if disputed else "lease.dispute_closed",
+            target=lease,
+            actor=actor,
+            organization=lease.provider,
+            before={"status": previous},
+            after={"status": lease.status},
+        )
+    return lease
+
+
 def lease_expire_unconfirmed(*, now: datetime | None = None) -> int:
     """Cancel pending leases past their confirmation deadline and return their capacity. Idempotent."""
     now = now or utcnow()
@@ -1380,3 +1438,662 @@ def order_expire_due(*, now: datetime | None = None) -> int:
             status=OrderStatus.EXPIRED, updated_at=now
         )
     return offers + bids
+
+
+def site_green_share_record(*, site: Site, share_pct: Decimal) -> Site:
+    """Record a site's green-power share as the green app computed it from certificate allocations (last 12
+    months); the matching engine's minimum-green-share constraint reads it. Idempotent; audited when it changes."""
+    share = min(Decimal(100), max(Decimal(0), share_pct)).quantize(Decimal("0.01"))
+    with transaction.atomic():
+        locked = Site.objects.select_for_update().get(pk=site.pk)
+        if locked.green_share_pct == share:
+            return locked
+        before = {"green_share_pct": str(locked.green_share_pct)}
+        locked.green_share_pct = share
+        locked.save(update_fields=["green_share_pct", "updated_at"])
+        audit_record(
+            action="site.green_share_record",
+            target=locked,
+            actor_label="green allocation job",
+            organization=locked.organization,
+            before=before,
+            after={"green_share_pct": str(share)},
+        )
+    return locked
+
+
+# --- Tokens: endpoints, token bids, token contracts (DESIGN.md §4.3, "Tokens") ---------------------------
+#
+# The token market of one served model runs under its own advisory lock (TOKEN_LOCK_BASE + model id): the book
+# is read, the pure engine (marketplace.token_matching) runs and its trades are written in one transaction. The
+# lock is not what guarantees the invariant: an endpoint's committed monthly volume is raised only by a
+# conditional UPDATE (``committed + volume <= capacity``) and the CHECK constraint token_endpoint_within_capacity
+# refuses anything else; if either refuses, the whole submission rolls back and the order is refused (409).
+#
+# Committed volume: the sum of the monthly volumes of the endpoint's pending and active contracts, whatever
+# their months (a conservative reading: a contract for next year holds its volume from now on). It is given back
+# when a contract is rejected, expires unconfirmed or completes.
+
+TOKEN_LOCK_BASE = 0x5375616E_4C6A_0000
+TOKEN_CONFIRM_WINDOW = timedelta(hours=24)
+MAX_TOKEN_THROUGHPUT = 100_000_000  # tokens/s of one endpoint
+MAX_MONTHLY_TOKENS = 10**15
+MAX_TOKEN_MONTHS = 36
+MAX_TOKEN_WEIGHT = token_matching.MAX_WEIGHT
+TOKEN_BID_DEFAULT_LIFETIME = timedelta(days=7)
+TOKEN_CURRENCY = "CNY"  # noqa: S105 (a currency code)
+
+
+def _token_lock(served_model_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [TOKEN_LOCK_BASE + served_model_id])
+
+
+def _add_months(value: date, months: int) -> date:
+    index = value.year * 12 + value.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _month_instant(value: date) -> datetime:
+    return datetime(value.year, value.month, 1, tzinfo=UTC)
+
+
+def _served_model_error(value: Any) -> tuple[FieldError | None, ServedModel | None]:
+    if not value:
+        return FieldError("required", MSG_REQUIRED, "served_model"), None
+    model_uuid = _parse_uuid(value)
+    model = (
+        ServedModel.objects.filter(public_id=model_uuid).first()
+        if model_uuid
+        else ServedModel.objects.filter(name=str(value).strip()).first()
+    )
+    if model is None:
+        return FieldError("unknown_model", _("Unknown model: choose one from the list."), "served_model"), None
+    return None, model
+
+
+def _currency_errors(currency: str) -> list[FieldError]:
+    if currency != TOKEN_CURRENCY:
+        return [FieldError("unknown_currency", _("Token prices are in CNY."), "currency")]
+    return []
+
+
+@dataclass(frozen=True)
+class TokenEndpointInput:
+    pool_id: uuid.UUID | str | None
+    served_model: uuid.UUID | str | None  # public id or exact name
+    price_input: Decimal | None
+    price_output: Decimal | None
+    throughput_tokens_per_s: int | None
+    currency: str = TOKEN_CURRENCY
+
+
+def token_endpoint_validate(
+    *, organization: Organization, data: TokenEndpointInput
+) -> tuple[list[FieldError], Pool | None, ServedModel | None]:
+    """The errors ``token_endpoint_create`` would raise, without writing anything, with the resolved objects."""
+    errors: list[FieldError] = []
+    pool = None
+    pool_uuid = _parse_uuid(data.pool_id) if data.pool_id else None
+    if pool_uuid is not None:
+        pool = Pool.objects.select_related("site").filter(organization=organization, public_id=pool_uuid).first()
+    if pool is None:
+        errors.append(FieldError("unknown_pool", _("Unknown pool."), "pool"))
+    elif pool.status != PoolStatus.LISTED or pool.site.status != SiteStatus.ACTIVE:
+        errors.append(FieldError("pool_not_listed", _("Only a listed pool of an active site can serve."), "pool"))
+    model_error, model = _served_model_error(data.served_model)
+    if model_error:
+        errors.append(model_error)
+    errors += _price_errors(data.price_input, "price_input")
+    errors += _price_errors(data.price_output, "price_output")
+    if data.throughput_tokens_per_s is None:
+        errors.append(FieldError("required", MSG_REQUIRED, "throughput_tokens_per_s"))
+    elif data.throughput_tokens_per_s <= 0:
+        errors.append(
+            FieldError("throughput_not_positive", _("The throughput is above zero."), "throughput_tokens_per_s")
+        )
+    elif data.throughput_tokens_per_s > MAX_TOKEN_THROUGHPUT:
+        errors.append(
+            FieldError("throughput_too_high", _("That throughput is not plausible."), "throughput_tokens_per_s")
+        )
+    errors += _currency_errors(data.currency)
+    return errors, pool, model
+
+
+def _engine_endpoint(endpoint: TokenEndpoint) -> token_matching.Endpoint:
+    pool = endpoint.pool
+    return token_matching.Endpoint(
+        endpoint_id=str(endpoint.pk),
+        model=str(endpoint.served_model_id),
+        price_input=_micro(endpoint.price_input),
+        price_output=_micro(endpoint.price_output),
+        capacity_tokens=endpoint.capacity_monthly_tokens,
+        committed_tokens=endpoint.committed_monthly_tokens,
+        arrival=int(endpoint.created_at.timestamp() * 1_000_000),
+        domestic=pool.accelerator_model.domestic,
+        hub=pool.site.hub.code if pool.site.hub else None,
+    )
+
+
+def _engine_token_bid(bid: TokenBid) -> token_matching.Bid:
+    hubs = frozenset(h.code for h in bid.hubs.all())
+    return token_matching.Bid(
+        bid_id=str(bid.pk),
+        model=str(bid.served_model_id),
+        limit_input=_micro(bid.limit_input),
+        limit_output=_micro(bid.limit_output),
+        monthly_tokens=bid.monthly_tokens,
+        input_weight=bid.input_weight,
+        output_weight=bid.output_weight,
+        arrival=int(bid.created_at.timestamp() * 1_000_000),
+        domestic_only=bid.domestic_only,
+        hubs=hubs or None,
+    )
+
+
+def _tradable_endpoints(served_model_id: int) -> QuerySet[TokenEndpoint]:
+    return TokenEndpoint.objects.filter(
+        served_model_id=served_model_id,
+        status=EndpointStatus.OPEN,
+        pool__status=PoolStatus.LISTED,
+        pool__site__status=SiteStatus.ACTIVE,
+    ).select_related("pool__site__hub", "pool__accelerator_model")
+
+
+def _token_capacity_conflict() -> ApplicationError:
+    return ApplicationError(
+        "capacity_conflict", _("The endpoint's capacity was taken in the meantime: submit again."), status_code=409
+    )
+
+
+def token_endpoint_commit(*, endpoint_id: int, monthly_tokens: int) -> None:
+    """Take ``monthly_tokens`` of an open endpoint's monthly capacity, or refuse (409). Call inside a transaction.
+
+    The conditional UPDATE is atomic in PostgreSQL (a concurrent writer of the row waits and re-checks the
+    condition), so concurrent commits can never overshoot; the CHECK constraint backs it up."""
+    try:
+        with transaction.atomic():
+            updated = TokenEndpoint.objects.filter(
+                pk=endpoint_id,
+                status=EndpointStatus.OPEN,
+                committed_monthly_tokens__lte=F("throughput_tokens_per_s") * SECONDS_PER_TOKEN_MONTH - monthly_tokens,
+            ).update(committed_monthly_tokens=F("committed_monthly_tokens") + monthly_tokens, updated_at=utcnow())
+    except IntegrityError as error:
+        if "token_endpoint_within_capacity" not in str(error):
+            raise
+        raise _token_capacity_conflict() from None
+    if updated != 1:
+        raise _token_capacity_conflict()
+
+
+def _token_release(contract: TokenContract, now: datetime, *, reopen_bid: bool) -> None:
+    """Give a contract's volume back to its endpoint; with ``reopen_bid`` its bid rests again (or expires)."""
+    TokenEndpoint.objects.filter(pk=contract.endpoint_id).update(
+        committed_monthly_tokens=F("committed_monthly_tokens") - contract.monthly_tokens, updated_at=now
+    )
+    if reopen_bid:
+        bid = TokenBid.objects.select_for_update().get(pk=contract.bid_id)
+        if bid.status == OrderStatus.FILLED:
+            bid.status = OrderStatus.OPEN if bid.expires_at > now else OrderStatus.EXPIRED
+            bid.save(update_fields=["status", "updated_at"])
+
+
+def _token_contract_event(contract: TokenContract, from_status: str, actor: Any, note: str = "") -> None:
+    TokenContractEvent.objects.create(
+        contract=contract,
+        from_status=from_status,
+        to_status=contract.status,
+        actor_label=actor_label_for(actor),
+        note=note,
+    )
+
+
+def _token_contract_window(bid: TokenBid, now: datetime) -> tuple[datetime, datetime]:
+    """From the bid's first month (or the current hour if that month has begun) to the end of its last month."""
+    start = max(_month_instant(bid.start_month), floor_hour(now))
+    return start, _month_instant(_add_months(bid.start_month, bid.months))
+
+
+def _persist_token_trades(
+    trades: list[token_matching.Trade],
+    endpoints: dict[str, TokenEndpoint],
+    bids: dict[str, TokenBid],
+    actor: Any,
+    now: datetime,
+) -> list[TokenContract]:
+    contracts: list[TokenContract] = []
+    for trade in trades:
+        endpoint, bid = endpoints[trade.endpoint_id], bids[trade.bid_id]
+        token_endpoint_commit(endpoint_id=endpoint.pk, monthly_tokens=trade.monthly_tokens)
+        start, end = _token_contract_window(bid, now)
+        contract = TokenContract.objects.create(
+            bid=bid,
+            endpoint=endpoint,
+            buyer_id=bid.organization_id,
+            provider_id=endpoint.organization_id,
+            served_model_id=endpoint.served_model_id,
+            price_input=Decimal(trade.price_input) / matching.MICRO,
+            price_output=Decimal(trade.price_output) / matching.MICRO,
+            currency=endpoint.currency,
+            monthly_tokens=trade.monthly_tokens,
+            start=start,
+            end=end,
+            confirm_by=now + TOKEN_CONFIRM_WINDOW,
+        )
+        TokenBid.objects.filter(pk=bid.pk).update(status=OrderStatus.FILLED, updated_at=now)
+        _token_contract_event(contract, "", actor, note=f"matched ({trade.aggressor} took liquidity)")
+        audit_record(
+            action="token_contract.created",
+            target=contract,
+            actor=actor,
+            organization=endpoint.organization,
+            after={
+                "bid": str(bid.public_id),
+                "endpoint": str(endpoint.public_id),
+                "monthly_tokens": contract.monthly_tokens,
+                "price_input": str(contract.price_input),
+                "price_output": str(contract.price_output),
+                "currency": contract.currency,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+            },
+        )
+        outbox_enqueue(
+            "marketplace.tasks.token_contract_notify",
+            kwargs={"contract_id": str(contract.public_id), "event": "created"},
+        )
+        contracts.append(contract)
+    return contracts
+
+
+def _match_token_bid(bid: TokenBid, actor: Any, now: datetime) -> list[TokenContract]:
+    """An arriving bid against the open endpoints of its model. Call under the model's token lock."""
+    endpoints = {str(e.pk): e for e in _tradable_endpoints(bid.served_model_id)}
+    trade = token_matching.match_bid(_engine_token_bid(bid), [_engine_endpoint(e) for e in endpoints.values()])
+    return _persist_token_trades([trade], endpoints, {str(bid.pk): bid}, actor, now) if trade else []
+
+
+def _match_token_endpoint(endpoint: TokenEndpoint, actor: Any, now: datetime) -> list[TokenContract]:
+    """An arriving (or resumed) endpoint against the resting bids of its model. Call under the model's lock."""
+    resting = TokenBid.objects.filter(
+        served_model_id=endpoint.served_model_id, status=OrderStatus.OPEN, expires_at__gt=now
+    ).prefetch_related("hubs")
+    bids = {str(b.pk): b for b in resting}
+    endpoint = TokenEndpoint.objects.select_related("pool__site__hub", "pool__accelerator_model").get(pk=endpoint.pk)
+    trades = token_matching.match_endpoint(_engine_endpoint(endpoint), [_engine_token_bid(b) for b in bids.values()])
+    return _persist_token_trades(trades, {str(endpoint.pk): endpoint}, bids, actor, now)
+
+
+def token_endpoint_create(
+    *, organization: Organization, actor: Any, data: TokenEndpointInput, now: datetime | None = None
+) -> TokenEndpoint:
+    """Open an endpoint and match it at once against resting token bids (its trades are pending contracts)."""
+    _require_provider(organization)
+    errors, pool, model = token_endpoint_validate(organization=organization, data=data)
+    if errors:
+        raise ValidationFailed(errors)
+    assert pool is not None
+    assert model is not None
+    assert data.price_input is not None
+    assert data.price_output is not None
+    assert data.throughput_tokens_per_s is not None
+    now = now or utcnow()
+    with transaction.atomic():
+        _token_lock(model.pk)
+        endpoint = TokenEndpoint.objects.create(
+            organization=organization,
+            pool=pool,
+            served_model=model,
+            price_input=data.price_input,
+            price_output=data.price_output,
+            currency=data.currency,
+            throughput_tokens_per_s=data.throughput_tokens_per_s,
+        )
+        audit_record(
+            action="token_endpoint.created",
+            target=endpoint,
+            actor=actor,
+            organization=organization,
+            after=_snapshot(
+                endpoint, ["pool", "served_model", "price_input", "price_output", "currency", "throughput_tokens_per_s"]
+            ),
+        )
+        _match_token_endpoint(endpoint, actor, now)
+        endpoint.refresh_from_db()
+    return endpoint
+
+
+def _token_endpoint_set_status(
+    *, organization: Organization, actor: Any, endpoint: TokenEndpoint, allowed: set[str], status: str, now: datetime
+) -> TokenEndpoint:
+    if endpoint.organization_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    with transaction.atomic():
+        _token_lock(endpoint.served_model_id)
+        endpoint = TokenEndpoint.objects.select_for_update().get(pk=endpoint.pk)
+        if endpoint.status == status:
+            return endpoint  # already there: nothing to do (a retried request changes nothing)
+        if endpoint.status not in allowed:
+            raise ApplicationError(
+                "invalid_transition", _("This endpoint cannot change to that status now."), status_code=409
+            )
+        before = endpoint.status
+        endpoint.status = status
+        endpoint.save(update_fields=["status", "updated_at"])
+        audit_record(
+            action=f"token_endpoint.{status}",
+            target=endpoint,
+            actor=actor,
+            organization=organization,
+            before={"status": before},
+            after={"status": status},
+        )
+        if status == EndpointStatus.OPEN:
+            _match_token_endpoint(endpoint, actor, now)
+            endpoint.refresh_from_db()
+    return endpoint
+
+
+def token_endpoint_pause(*, organization: Organization, actor: Any, endpoint: TokenEndpoint) -> TokenEndpoint:
+    """Stop matching new bids (contracts already made stand)."""
+    return _token_endpoint_set_status(
+        organization=organization,
+        actor=actor,
+        endpoint=endpoint,
+        allowed={EndpointStatus.OPEN},
+        status=EndpointStatus.PAUSED,
+        now=utcnow(),
+    )
+
+
+def token_endpoint_resume(
+    *, organization: Organization, actor: Any, endpoint: TokenEndpoint, now: datetime | None = None
+) -> TokenEndpoint:
+    """Open a paused endpoint again; it matches resting bids at once."""
+    return _token_endpoint_set_status(
+        organization=organization,
+        actor=actor,
+        endpoint=endpoint,
+        allowed={EndpointStatus.PAUSED},
+        status=EndpointStatus.OPEN,
+        now=now or utcnow(),
+    )
+
+
+def token_endpoint_close(*, organization: Organization, actor: Any, endpoint: TokenEndpoint) -> TokenEndpoint:
+    """Withdraw an endpoint for good (contracts already made stand)."""
+    return _token_endpoint_set_status(
+        organization=organization,
+        actor=actor,
+        endpoint=endpoint,
+        allowed={EndpointStatus.OPEN, EndpointStatus.PAUSED},
+        status=EndpointStatus.CLOSED,
+        now=utcnow(),
+    )
+
+
+@dataclass(frozen=True)
+class TokenBidInput:
+    served_model: uuid.UUID | str | None  # public id or exact name
+    limit_input: Decimal | None
+    limit_output: Decimal | None
+    monthly_tokens: int | None
+    start_month: date | None  # the first day of a month
+    months: int | None
+    input_weight: int = token_matching.DEFAULT_INPUT_WEIGHT
+    output_weight: int = token_matching.DEFAULT_OUTPUT_WEIGHT
+    domestic_only: bool = False
+    hubs: tuple[str, ...] = ()
+    expires_at: datetime | None = None  # default: a week from now
+    currency: str = TOKEN_CURRENCY
+
+
+def token_bid_validate(
+    *, data: TokenBidInput, now: datetime | None = None
+) -> tuple[list[FieldError], ServedModel | None, list[Hub]]:
+    """The errors ``token_bid_create`` would raise (except an unsatisfiable combination), without writing."""
+    now = now or utcnow()
+    errors: list[FieldError] = []
+    model_error, model = _served_model_error(data.served_model)
+    if model_error:
+        errors.append(model_error)
+    errors += _price_errors(data.limit_input, "limit_input")
+    errors += _price_errors(data.limit_output, "limit_output")
+    if data.monthly_tokens is None:
+        errors.append(FieldError("required", MSG_REQUIRED, "monthly_tokens"))
+    elif data.monthly_tokens <= 0:
+        errors.append(FieldError("volume_not_positive", _("Ask for at least one token a month."), "monthly_tokens"))
+    elif data.monthly_tokens > MAX_MONTHLY_TOKENS:
+        errors.append(FieldError("volume_too_large", _("That is more tokens than the market has."), "monthly_tokens"))
+    if data.start_month is None:
+        errors.append(FieldError("required", MSG_REQUIRED, "start_month"))
+    elif data.start_month.day != 1:
+        errors.append(FieldError("not_first_of_month", _("Use the first day of a month."), "start_month"))
+    elif data.start_month < month_start(now).date():
+        errors.append(FieldError("month_in_past", _("The first month is in the past."), "start_month"))
+    if data.months is None:
+        errors.append(FieldError("required", MSG_REQUIRED, "months"))
+    elif not 1 <= data.months <= MAX_TOKEN_MONTHS:
+        errors.append(FieldError("months_range", _("A term is 1 to %(n)d months.") % {"n": MAX_TOKEN_MONTHS}, "months"))
+    if not (0 <= data.input_weight <= MAX_TOKEN_WEIGHT and 0 <= data.output_weight <= MAX_TOKEN_WEIGHT):
+        errors.append(FieldError("weight_range", _("Use weights from 0 to 1000."), "input_weight"))
+    elif data.input_weight + data.output_weight == 0:
+        errors.append(FieldError("weights_zero", _("At least one weight is above zero."), "input_weight"))
+    term_ok = data.start_month is not None and data.start_month.day == 1 and 1 <= (data.months or 0) <= MAX_TOKEN_MONTHS
+    if data.expires_at is not None and data.expires_at <= now:
+        errors.append(FieldError("expiry_in_past", _("The expiry is in the past."), "expires_at"))
+    elif (
+        data.expires_at is not None
+        and term_ok
+        and data.expires_at >= _month_instant(_add_months(data.start_month, data.months))  # type: ignore[arg-type]
+    ):
+        errors.append(FieldError("expiry_after_term", _("The bid expires after its term ends."), "expires_at"))
+    hubs = list(Hub.objects.filter(code__in=data.hubs))
+    if len(hubs) != len(set(data.hubs)):
+        errors.append(FieldError("unknown_hub", _("Unknown hub."), "hubs"))
+    errors += _currency_errors(data.currency)
+    return errors, model, hubs
+
+
+def _token_bid_satisfiable_error(data: TokenBidInput, hubs: list[Hub]) -> FieldError | None:
+    """Refuse constraints that no pool on the market could ever serve, rather than leave the bid resting."""
+    pools = Pool.objects.filter(status=PoolStatus.LISTED, site__status=SiteStatus.ACTIVE)
+    if data.domestic_only:
+        pools = pools.filter(accelerator_model__domestic=True)
+    if hubs:
+        pools = pools.filter(site__hub__in=hubs)
+    if not pools.exists():
+        return FieldError(
+            "unsatisfiable", _("No pool on the market meets these constraints (domestic, hubs): relax them.")
+        )
+    return None
+
+
+def token_bid_create(
+    *, organization: Organization, actor: Any, data: TokenBidInput, now: datetime | None = None
+) -> TokenBid:
+    """Place a token bid and match it at once against open endpoints; if none fits it rests until it expires."""
+    if organization.kind != OrganizationKind.BUYER:
+        raise ApplicationError("not_a_buyer", _("Only buyers place bids."), status_code=403)
+    now = now or utcnow()
+    errors, model, hubs = token_bid_validate(data=data, now=now)
+    if not errors:
+        unsatisfiable = _token_bid_satisfiable_error(data, hubs)
+        if unsatisfiable:
+            errors.append(unsatisfiable)
+    if errors:
+        raise ValidationFailed(errors)
+    assert model is not None
+    assert data.limit_input is not None
+    assert data.limit_output is not None
+    assert data.monthly_tokens is not None
+    assert data.start_month is not None
+    assert data.months is not None
+    with transaction.atomic():
+        _token_lock(model.pk)
+        bid = TokenBid.objects.create(
+            organization=organization,
+            served_model=model,
+            limit_input=data.limit_input,
+            limit_output=data.limit_output,
+            currency=data.currency,
+            monthly_tokens=data.monthly_tokens,
+            input_weight=data.input_weight,
+            output_weight=data.output_weight,
+            start_month=data.start_month,
+            months=data.months,
+            domestic_only=data.domestic_only,
+            # Default: a week, but never past the end of the term (a one-month bid late in its month).
+            expires_at=data.expires_at
+            or min(now + TOKEN_BID_DEFAULT_LIFETIME, _month_instant(_add_months(data.start_month, data.months))),
+        )
+        bid.hubs.set(hubs)
+        audit_record(
+            action="token_bid.created",
+            target=bid,
+            actor=actor,
+            organization=organization,
+            after=_snapshot(
+                bid, ["served_model", "limit_input", "limit_output", "monthly_tokens", "start_month", "months"]
+            ),
+        )
+        _match_token_bid(bid, actor, now)
+        bid.refresh_from_db()
+    return bid
+
+
+def token_bid_cancel(*, organization: Organization, actor: Any, bid: TokenBid) -> TokenBid:
+    """Withdraw an open token bid (a filled one has its contract; that is cancelled by the provider's rejection)."""
+    if bid.organization_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    with transaction.atomic():
+        _token_lock(bid.served_model_id)
+        bid = TokenBid.objects.select_for_update().get(pk=bid.pk)
+        if bid.status != OrderStatus.OPEN:
+            raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
+        bid.status = OrderStatus.CANCELLED
+        bid.save(update_fields=["status", "updated_at"])
+        audit_record(action="token_bid.cancelled", target=bid, actor=actor, organization=organization)
+    return bid
+
+
+def _token_contract_respond(
+    *,
+    organization: Organization,
+    actor: Any,
+    contract: TokenContract,
+    confirm: bool,
+    note: str = "",
+    now: datetime | None = None,
+) -> TokenContract:
+    if contract.provider_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    now = now or utcnow()
+    with transaction.atomic():
+        _token_lock(contract.served_model_id)
+        contract = TokenContract.objects.select_for_update().get(pk=contract.pk)
+        if contract.status != LeaseStatus.PENDING:
+            raise ApplicationError("not_pending", _("This contract is no longer waiting for you."), status_code=409)
+        if now >= contract.confirm_by:
+            raise ApplicationError(
+                "confirmation_expired", _("The deadline to confirm this contract has passed."), status_code=409
+            )
+        previous = contract.status
+        contract.status = LeaseStatus.ACTIVE if confirm else LeaseStatus.CANCELLED
+        contract.save(update_fields=["status", "updated_at"])
+        if not confirm:
+            _token_release(contract, now, reopen_bid=True)
+        _token_contract_event(contract, previous, actor, note=note[:500])
+        audit_record(
+            action="token_contract.confirmed" if confirm else "token_contract.rejected",
+            target=contract,
+            actor=actor,
+            organization=organization,
+            before={"status": previous},
+            after={"status": contract.status},
+        )
+        outbox_enqueue(
+            "marketplace.tasks.token_contract_notify",
+            kwargs={"contract_id": str(contract.public_id), "event": contract.status},
+        )
+    return contract
+
+
+def token_contract_confirm(
+    *, organization: Organization, actor: Any, contract: TokenContract, note: str = "", now: datetime | None = None
+) -> TokenContract:
+    """The provider confirms a pending contract before its deadline: it becomes active."""
+    return _token_contract_respond(
+        organization=organization, actor=actor, contract=contract, confirm=True, note=note, now=now
+    )
+
+
+def token_contract_reject(
+    *, organization: Organization, actor: Any, contract: TokenContract, note: str = "", now: datetime | None = None
+) -> TokenContract:
+    """The provider rejects a pending contract: cancelled, the volume returns to the endpoint and the bid rests
+    again (it is not re-matched at once)."""
+    return _token_contract_respond(
+        organization=organization, actor=actor, contract=contract, confirm=False, note=note, now=now
+    )
+
+
+def _token_contracts_close(
+    contracts: QuerySet[TokenContract], *, to_status: str, reopen_bid: bool, action: str, note: str, now: datetime
+) -> int:
+    """Move each contract (one transaction each, under its model's lock) and give its volume back. Idempotent."""
+    done = 0
+    for contract_id, model_id in list(contracts.values_list("pk", "served_model_id")):
+        with transaction.atomic():
+            _token_lock(model_id)
+            contract = (
+                contracts.select_for_update(of=("self",)).select_related("provider").filter(pk=contract_id).first()
+            )  # re-checked under the lock: another run may have done it
+            if contract is None:
+                continue
+            previous = contract.status
+            contract.status = to_status
+            contract.save(update_fields=["status", "updated_at"])
+            _token_release(contract, now, reopen_bid=reopen_bid)
+            _token_contract_event(contract, previous, None, note=note)
+            audit_record(
+                action=action,
+                target=contract,
+                organization=contract.provider,
+                before={"status": previous},
+                after={"status": to_status},
+            )
+            done += 1
+    return done
+
+
+def token_contract_expire_unconfirmed(*, now: datetime | None = None) -> int:
+    """Cancel pending contracts past their confirmation deadline; their volume and bids return. Idempotent."""
+    now = now or utcnow()
+    return _token_contracts_close(
+        TokenContract.objects.filter(status=LeaseStatus.PENDING, confirm_by__lte=now),
+        to_status=LeaseStatus.CANCELLED,
+        reopen_bid=True,
+        action="token_contract.expired",
+        note="confirmation deadline passed",
+        now=now,
+    )
+
+
+def token_market_expire_due(*, now: datetime | None = None) -> int:
+    """Expire open token bids past their expiry and complete active contracts whose term has ended (their
+    volume returns to the endpoint). Idempotent."""
+    now = now or utcnow()
+    with transaction.atomic():
+        bids = TokenBid.objects.filter(status=OrderStatus.OPEN, expires_at__lte=now).update(
+            status=OrderStatus.EXPIRED, updated_at=now
+        )
+    completed = _token_contracts_close(
+        TokenContract.objects.filter(status=LeaseStatus.ACTIVE, end__lte=now),
+        to_status=LeaseStatus.COMPLETED,
+        reopen_bid=False,
+        action="token_contract.completed",
+        note="term ended",
+        now=now,
+    )
+    return bids + completed

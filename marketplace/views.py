@@ -7,6 +7,7 @@ Views parse input, call one service or selector, and render. Forms are validated
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -14,7 +15,9 @@ from uuid import UUID
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import member_required
@@ -22,9 +25,10 @@ from accounts.forms import apply_application_error
 from accounts.models import OrganizationKind, Role
 from core.errors import ApplicationError, FieldError
 from core.tenancy import public
-from marketplace import selectors, services, units
-from marketplace.forms import AttestationForm, PoolForm, SiteForm
-from marketplace.models import PoolStatus, SiteStatus
+from core.timeutils import floor_hour, utcnow
+from marketplace import latency, selectors, services, units
+from marketplace.forms import AttestationForm, BidForm, MarketFilterForm, PoolForm, SiteForm
+from marketplace.models import PoolStatus, PriceUnit, SiteStatus, Workload
 
 PROVIDER = [OrganizationKind.PROVIDER]
 
@@ -78,6 +82,10 @@ def catalog_model(request: HttpRequest, model_id: UUID) -> HttpResponse:
 
 def _feedback(request: HttpRequest, form: Any, service_errors: list[FieldError]) -> HttpResponse:
     """One feedback box per field: an error, ``valid`` for a filled field without error, nothing otherwise."""
+    return render(request, "marketplace/_live_feedback.html", {"boxes": _feedback_boxes(request, form, service_errors)})
+
+
+def _feedback_boxes(request: HttpRequest, form: Any, service_errors: list[FieldError]) -> list[dict[str, Any]]:
     errors: dict[str, list[str]] = {}
     for name, field_errors in form.errors.items():
         errors.setdefault(name, []).extend(str(e) for e in field_errors)
@@ -94,7 +102,7 @@ def _feedback(request: HttpRequest, form: Any, service_errors: list[FieldError])
             boxes.append({"name": name, "state": "invalid", "errors": errors[name]})
         else:
             boxes.append({"name": name, "state": "valid", "errors": []})
-    return render(request, "marketplace/_live_feedback.html", {"boxes": boxes})
+    return boxes
 
 
 @require_POST
@@ -434,3 +442,242 @@ def lease_respond(request: HttpRequest, lease_id: UUID) -> HttpResponse:
             request, _("Lease confirmed.") if confirm else _("Lease rejected; the capacity is for sale again.")
         )
     return redirect("marketplace:lease-list")
+
+
+# --- Market ---------------------------------------------------------------------------------------------
+
+MARKET_KINDS = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+BUYER = [OrganizationKind.BUYER]
+MARKET_PAGE_SIZE = 25
+PREVIEW_TOP = 5
+# The bid form's fields with a live feedback box (bid_form.html).
+BID_FEEDBACK_FIELDS = {
+    "accelerators",
+    "hours",
+    "limit_price",
+    "price_unit",
+    "earliest_start",
+    "latest_end",
+    "latency_tier",
+    "buyer_province",
+    "min_green_share_pct",
+    "max_pue",
+    "min_tflops",
+    "min_memory_gb",
+}
+UNIT_LABELS = {
+    PriceUnit.ACCELERATOR_HOUR: gettext_lazy("¥/accelerator-hour"),
+    PriceUnit.SCU_HOUR: gettext_lazy("¥/SCU-hour"),
+    PriceUnit.BWU_HOUR: gettext_lazy("¥/BWU-hour"),
+}
+
+
+def _query_without(request: HttpRequest, *names: str) -> str:
+    params = request.GET.copy()
+    for name in names:
+        params.pop(name, None)
+    return params.urlencode()
+
+
+@require_GET
+@member_required(kinds=MARKET_KINDS)
+def market(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    data = request.GET.copy()
+    if "near" not in data:
+        data["near"] = selectors.organization_province(organization)
+    form = MarketFilterForm(data, choices=selectors.market_filter_choices())
+    filters = form.filters()
+    page = selectors.offer_market_page(filters=filters, page=request.GET.get("page"), per_page=MARKET_PAGE_SIZE)
+    context = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "unit_label": UNIT_LABELS.get(filters.unit, ""),  # type: ignore[call-overload]
+        "query": _query_without(request, "page"),
+        "sort_query": _query_without(request, "page", "sort"),
+        "min_lease_label": _("min."),
+        "is_buyer": organization.kind == OrganizationKind.BUYER,
+        "formula_version": units.FORMULA_VERSION,
+    }
+    if request.htmx:  # type: ignore[attr-defined]
+        return render(request, "marketplace/_market_results.html", context)
+    return render(request, "marketplace/market.html", context)
+
+
+def _bid_initial(organization: Any) -> dict[str, Any]:
+    start = timezone.localtime(floor_hour(utcnow()) + timedelta(hours=2))
+    return {
+        "accelerators": 8,
+        "hours": 24,
+        "earliest_start": start.strftime("%Y-%m-%dT%H:00"),
+        "latest_end": (start + timedelta(days=7)).strftime("%Y-%m-%dT%H:00"),
+        "price_unit": PriceUnit.ACCELERATOR_HOUR,
+        "workload": Workload.TRAINING,
+        "buyer_province": selectors.organization_province(organization),
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@member_required(kinds=BUYER, min_role=Role.MEMBER)
+def bid_create(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    initial = _bid_initial(organization)
+    model_param = request.GET.get("model")
+    if model_param:
+        initial["accelerator_models"] = [model_param]
+    form = BidForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            bid = services.bid_create(organization=organization, actor=request.user, data=form.to_input())
+        except ApplicationError as exc:
+            apply_application_error(form, exc)
+        else:
+            if bid.filled_accelerators:
+                messages.success(
+                    request,
+                    _("Bid placed: %(filled)s of %(n)s accelerators matched at once; see your leases.")
+                    % {"filled": bid.filled_accelerators, "n": bid.accelerators},
+                )
+            else:
+                messages.success(request, _("Bid placed. It rests on the market until it matches or expires."))
+            return redirect("marketplace:bid-list")
+    return render(request, "marketplace/bid_form.html", {"form": form, "top": PREVIEW_TOP})
+
+
+def _price_conversions(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The limit price in every unit, for the chosen models (or the usual comparison)."""
+    limit, unit = data.get("limit_price"), data.get("price_unit")
+    if not limit or limit <= 0 or unit not in PriceUnit.values:
+        return []
+    models = selectors.accelerator_model_pick(data.get("accelerator_models") or [])[:4]
+    models = models or selectors.accelerator_model_default_comparison()
+    rows = []
+    for model in models:
+        prices = {
+            target: selectors.convert_unit_price(limit, from_unit=unit, to_unit=target, model=model)
+            for target in PriceUnit.values
+        }
+        rows.append({"model": model, "prices": [(prices[t], t == unit) for t in PriceUnit.values]})
+    return rows
+
+
+def _preview_filters(data: dict[str, Any], organization: Any) -> selectors.MarketFilters:
+    tier = data.get("latency_tier") or latency.Tier.ANY
+    return selectors.MarketFilters(
+        accelerator_models=tuple(data.get("accelerator_models") or ()),
+        hubs=tuple(data.get("hubs") or ()),
+        domestic_only=bool(data.get("domestic_only")),
+        verified_only=bool(data.get("verified_only")),
+        min_green_share_pct=Decimal(data.get("min_green_share_pct") or 0),
+        max_pue=data.get("max_pue"),
+        min_tflops=data.get("min_tflops") or 0,
+        min_memory_gb=data.get("min_memory_gb") or 0,
+        workload=data.get("workload") or Workload.TRAINING,
+        buyer_province=data.get("buyer_province") or selectors.organization_province(organization),
+        latency_tier=tier,
+        window_start=data.get("earliest_start"),
+        window_end=data.get("latest_end"),
+        unit=data.get("price_unit") or PriceUnit.ACCELERATOR_HOUR,
+        max_unit_price=data.get("limit_price"),
+        min_accelerators=0 if data.get("split_allowed") else data.get("accelerators") or 0,
+        hours=data.get("hours") or 0,
+    )
+
+
+@require_POST
+@member_required(kinds=BUYER, min_role=Role.MEMBER)
+def bid_preview(request: HttpRequest) -> HttpResponse:
+    """As the buyer types: the limit in the other units, the offers that would match now, field errors."""
+    organization = request.organization  # type: ignore[attr-defined]
+    form = BidForm(request.POST)
+    form.is_valid()
+    data = {k: v for k, v in form.cleaned_data.items() if k not in form.errors}
+    filters = _preview_filters(data, organization)
+    offers = selectors.offer_market_list(filters=filters)
+    context = {
+        "boxes": [box for box in _feedback_boxes(request, form, []) if box["name"] in BID_FEEDBACK_FIELDS],
+        "conversions": _price_conversions(data),
+        "unit_labels": [UNIT_LABELS[u] for u in PriceUnit.values],  # type: ignore[index]
+        "has_price": data.get("limit_price") is not None,
+        "count": offers.count(),
+        "offers": list(offers[:PREVIEW_TOP]),
+        "unit_label": UNIT_LABELS.get(filters.unit, ""),  # type: ignore[call-overload]
+    }
+    return render(request, "marketplace/_bid_preview.html", context)
+
+
+@require_GET
+@member_required(kinds=BUYER)
+def bid_list(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    context = {
+        "bids": selectors.bid_list_for_page(organization)[:200],
+        "can_cancel": request.membership.has_role(Role.MEMBER),  # type: ignore[attr-defined]
+    }
+    return render(request, "marketplace/bid_list.html", context)
+
+
+@require_POST
+@member_required(kinds=BUYER, min_role=Role.MEMBER)
+def bid_cancel(request: HttpRequest, bid_id: UUID) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    bid = selectors.bid_get(organization, bid_id)
+    try:
+        services.bid_cancel(organization=organization, actor=request.user, bid=bid)
+    except ApplicationError as exc:
+        messages.error(request, str(exc.errors[0].message))
+    else:
+        messages.success(request, _("Bid cancelled; leases already made stand."))
+    return redirect("marketplace:bid-list")
+
+
+@require_GET
+@member_required(kinds=PROVIDER)
+def offer_list(request: HttpRequest) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    context = {
+        "offers": selectors.offer_list_with_fill(organization)[:200],
+        "can_cancel": request.membership.has_role(Role.MEMBER),  # type: ignore[attr-defined]
+    }
+    return render(request, "marketplace/offer_list.html", context)
+
+
+@require_POST
+@member_required(kinds=PROVIDER, min_role=Role.MEMBER)
+def offer_cancel(request: HttpRequest, offer_id: UUID) -> HttpResponse:
+    organization = request.organization  # type: ignore[attr-defined]
+    offer = selectors.offer_get(organization, offer_id)
+    try:
+        services.offer_cancel(organization=organization, actor=request.user, offer=offer)
+    except ApplicationError as exc:
+        messages.error(request, str(exc.errors[0].message))
+    else:
+        messages.success(request, _("Offer withdrawn; leases already made stand."))
+    return redirect("marketplace:offer-list")
+
+
+@require_GET
+@member_required(kinds=MARKET_KINDS)
+def market_depth(request: HttpRequest) -> HttpResponse:
+    choices = selectors.market_filter_choices()
+    models = choices["models"]
+    wanted = request.GET.get("model", "")
+    model = next((m for m in models if str(m.public_id) == wanted), None) or selectors.market_busiest_model()
+    unit = request.GET.get("unit", "")
+    unit = unit if unit in PriceUnit.values else PriceUnit.ACCELERATOR_HOUR
+    depth = selectors.market_depth(accelerator_model=model, unit=unit) if model else {"asks": [], "bids": []}
+    chart = {  # both sides by ascending price, for the x axis
+        side: [[_num(level.price), level.cumulative] for level in sorted(levels, key=lambda level: level.price)]
+        for side, levels in depth.items()
+    }
+    context = {
+        "models": models,
+        "model": model,
+        "unit": unit,
+        "units": PriceUnit.choices,
+        "unit_label": UNIT_LABELS[unit],  # type: ignore[index]
+        "depth": depth,
+        "chart": json.dumps(chart),
+    }
+    return render(request, "marketplace/market_depth.html", context)

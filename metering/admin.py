@@ -1,7 +1,20 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.translation import gettext as _
 
 from core.admin import ReadOnlyAdmin
-from metering.models import SignedBatch, SigningKey, UsageHour
+from core.errors import ApplicationError
+from metering import services
+from metering.models import (
+    Dispute,
+    LeaseHourReconciliation,
+    ReconciliationCursor,
+    SignedBatch,
+    SigningKey,
+    UsageDirtyHour,
+    UsageHour,
+)
 
 
 @admin.register(SigningKey)
@@ -23,3 +36,71 @@ class UsageHourAdmin(ReadOnlyAdmin):
     list_display = ["subject_id", "hour_start", "provider", "record_count", "accelerator_seconds", "energy_wh"]
     list_filter = ["subject_kind"]
     search_fields = ["subject_id"]
+
+
+@admin.register(LeaseHourReconciliation)
+class LeaseHourReconciliationAdmin(ReadOnlyAdmin):
+    list_display = [
+        "lease_id",
+        "hour_start",
+        "contracted_accelerator_seconds",
+        "delivered_accelerator_seconds",
+        "missing",
+        "over_reported",
+        "energy_estimated_wh",
+    ]
+    list_filter = ["missing", "over_reported"]
+    search_fields = ["lease_id"]
+
+
+@admin.register(UsageDirtyHour)
+class UsageDirtyHourAdmin(ReadOnlyAdmin):
+    list_display = ["subject_id", "hour_start"]
+
+
+@admin.register(ReconciliationCursor)
+class ReconciliationCursorAdmin(ReadOnlyAdmin):
+    list_display = ["name", "reconciled_until"]
+
+
+@admin.register(Dispute)
+class DisputeAdmin(ReadOnlyAdmin):
+    """Staff resolve disputes here: select open disputes and pick the side (the buyer's claim is credited)."""
+
+    list_display = [
+        "public_id",
+        "lease",
+        "buyer",
+        "provider",
+        "period_start",
+        "period_end",
+        "claimed_accelerator_seconds",
+        "status",
+        "credited_accelerator_seconds",
+        "created_at",
+    ]
+    list_filter = ["status"]
+    search_fields = ["public_id", "buyer__name", "provider__name"]
+    actions = ["resolve_for_buyer", "resolve_for_provider"]
+
+    def has_resolve_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_staff)
+
+    def _resolve(self, request: HttpRequest, queryset: QuerySet[Dispute], buyer_favour: bool) -> None:
+        done = 0
+        for dispute in queryset:
+            try:
+                services.dispute_resolve(dispute=dispute, actor=request.user, buyer_favour=buyer_favour, note="admin")
+            except ApplicationError as exc:
+                self.message_user(request, f"{dispute.public_id}: {exc}", level=messages.WARNING)
+            else:
+                done += 1
+        self.message_user(request, _("%(count)d dispute(s) resolved.") % {"count": done})
+
+    @admin.action(description=_("Resolve for the buyer (credit the claim)"), permissions=["resolve"])
+    def resolve_for_buyer(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:
+        self._resolve(request, queryset, buyer_favour=True)
+
+    @admin.action(description=_("Resolve for the provider (no credit)"), permissions=["resolve"])
+    def resolve_for_provider(self, request: HttpRequest, queryset: QuerySet[Dispute]) -> None:
+        self._resolve(request, queryset, buyer_favour=False)

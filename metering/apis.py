@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.models import ApiScope, OrganizationKind
 from core.idempotency import idempotent
+from marketplace import selectors as market_selectors
 from metering import selectors, services, signing
 from metering.models import SigningKey
 
@@ -175,19 +176,148 @@ class UsageRecordsApi(APIView):
             timestamp=request.headers.get(signing.TIMESTAMP_HEADER),
             signature=request.headers.get(signing.SIGNATURE_HEADER),
         )
+        # Plain dicts in IngestOutput's shape: serialising 10,000 results through DRF fields costs more than
+        # storing them (IngestOutput documents the schema).
         payload = {
             "batch_id": result.batch_id,
             **{
                 status_name: result.count(status_name)
                 for status_name in ("accepted", "duplicate", "conflict", "rejected")
             },
-            "results": [vars(r) for r in result.results],
+            "results": [
+                {"record_id": r.record_id, "status": r.status, "code": r.code, "field": r.field, "message": r.message}
+                for r in result.results
+            ],
         }
-        return Response(IngestOutput(payload).data)
+        return Response(payload)
+
+
+class DisputeCreateInput(serializers.Serializer):
+    lease_id = serializers.UUIDField()
+    period_start = serializers.DateTimeField(help_text="RFC 3339, a whole UTC hour inside the lease")
+    period_end = serializers.DateTimeField()
+    reason = serializers.CharField(max_length=2000)
+    observed_downtime_minutes = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text="your measured downtime; else the reported shortfall"
+    )
+    observations = serializers.CharField(max_length=4000, required=False, allow_blank=True, default="")
+
+
+class DisputeOutput(serializers.Serializer):
+    id = serializers.UUIDField(source="public_id")
+    lease_id = serializers.UUIDField(source="lease.public_id")
+    period_start = serializers.DateTimeField()
+    period_end = serializers.DateTimeField()
+    reason = serializers.CharField()
+    observed_downtime_minutes = serializers.IntegerField(allow_null=True)
+    observations = serializers.CharField()
+    claimed_accelerator_seconds = serializers.IntegerField()
+    status = serializers.CharField()
+    provider_response = serializers.CharField()
+    responded_at = serializers.DateTimeField(allow_null=True)
+    credited_accelerator_seconds = serializers.IntegerField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    resolution_note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class MarketSideApiView(APIView):
+    """Buyers and providers; reads need market:read, writes market:write."""
+
+    organization_kinds = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    def get_permissions(self) -> Any:
+        self.required_scopes = [ApiScope.MARKET_READ if self.request.method == "GET" else ApiScope.MARKET_WRITE]
+        return super().get_permissions()
+
+
+class DisputesApi(MarketSideApiView):
+    """Usage disputes on your leases (GET); a buyer opens one (POST) with its observations."""
+
+    @extend_schema(responses=DisputeOutput(many=True), operation_id="metering_disputes_list")
+    def get(self, request: Request) -> Response:
+        disputes = selectors.dispute_list(request.organization)[:500]  # type: ignore[attr-defined]
+        return Response(DisputeOutput(disputes, many=True).data)
+
+    @extend_schema(request=DisputeCreateInput, responses={201: DisputeOutput}, operation_id="metering_disputes_create")
+    def post(self, request: Request) -> Response:
+        def handler() -> Response:
+            data = DisputeCreateInput(data=request.data)
+            data.is_valid(raise_exception=True)
+            values = dict(data.validated_data)
+            organization = request.organization  # type: ignore[attr-defined]
+            lease = market_selectors.lease_get(organization, values.pop("lease_id"))
+            dispute = services.dispute_open(
+                organization=organization,
+                lease=lease,
+                data=services.DisputeInput(**values),
+                actor_label=_actor_label(request),
+            )
+            return Response(DisputeOutput(dispute).data, status=status.HTTP_201_CREATED)
+
+        return idempotent(request, handler)
+
+
+class DisputeApi(MarketSideApiView):
+    @extend_schema(responses=DisputeOutput, operation_id="metering_disputes_get")
+    def get(self, request: Request, dispute_id: UUID) -> Response:
+        return Response(DisputeOutput(selectors.dispute_get(request.organization, dispute_id)).data)  # type: ignore[attr-defined]
+
+
+class LeaseHourOutput(serializers.Serializer):
+    hour_start = serializers.DateTimeField()
+    contracted_accelerator_seconds = serializers.IntegerField()
+    delivered_accelerator_seconds = serializers.IntegerField()
+    utilization_bp = serializers.IntegerField(allow_null=True)
+    energy_wh = serializers.IntegerField()
+    energy_estimated_wh = serializers.IntegerField()
+    missing = serializers.BooleanField()
+    over_reported = serializers.BooleanField()
+
+
+class LeaseUsageOutput(serializers.Serializer):
+    lease_id = serializers.UUIDField()
+    contracted_accelerator_seconds = serializers.IntegerField()
+    delivered_accelerator_seconds = serializers.IntegerField()
+    availability = serializers.DecimalField(max_digits=7, decimal_places=6, allow_null=True)
+    sla_credit_ratio = serializers.DecimalField(max_digits=5, decimal_places=4)
+    energy_wh = serializers.IntegerField()
+    energy_estimated_wh = serializers.IntegerField()
+    missing_hours = serializers.IntegerField()
+    hours = LeaseHourOutput(many=True)
+
+
+class LeaseUsageApi(MarketSideApiView):
+    """A lease's usage hour by hour against the contract (the last 31 days of the lease at most)."""
+
+    @extend_schema(responses=LeaseUsageOutput, operation_id="metering_lease_usage")
+    def get(self, request: Request, lease_id: UUID) -> Response:
+        view = selectors.lease_usage(request.organization, lease_id)  # type: ignore[attr-defined]
+        s = view.summary
+        payload = {
+            "lease_id": view.lease.public_id,
+            "contracted_accelerator_seconds": s.contracted_accelerator_seconds,
+            "delivered_accelerator_seconds": s.delivered_accelerator_seconds,
+            "availability": s.availability,
+            "sla_credit_ratio": s.sla_credit_ratio,
+            "energy_wh": s.energy_wh,
+            "energy_estimated_wh": s.energy_estimated_wh,
+            "missing_hours": s.missing_hours,
+            "hours": [_hour(h) for h in view.hours],
+        }
+        return Response(LeaseUsageOutput(payload).data)
+
+
+def _hour(hour: Any) -> dict[str, Any]:
+    return {str(name): getattr(hour, str(name)) for name in LeaseHourOutput().fields}
 
 
 urlpatterns = [
     path("metering/records", UsageRecordsApi.as_view(), name="metering-records"),
     path("metering/signing-keys", SigningKeysApi.as_view(), name="metering-signing-keys"),
     path("metering/signing-keys/<uuid:signing_key_id>", SigningKeyApi.as_view(), name="metering-signing-key"),
+    path("metering/disputes", DisputesApi.as_view(), name="metering-disputes"),
+    path("metering/disputes/<uuid:dispute_id>", DisputeApi.as_view(), name="metering-dispute"),
+    path("metering/leases/<uuid:lease_id>/usage", LeaseUsageApi.as_view(), name="metering-lease-usage"),
 ]

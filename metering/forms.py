@@ -11,3 +11,32 @@ class SigningKeyForm(PortalForm):
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "class": "font-monospace"}),
         help_text=_("Ed25519, PEM or base64. Run `suanli-agent keygen` on the host and paste what it prints."),
     )
+
+
+class DisputeForm(PortalForm):
+    period_start = forms.DateTimeField(
+        label=_("From (whole hour)"), widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    period_end = forms.DateTimeField(
+        label=_("Until (whole hour)"), widget=forms.DateTimeInput(attrs={"type": "datetime-local"})
+    )
+    reason = forms.CharField(label=_("What went wrong"), max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+    observed_downtime_minutes = forms.IntegerField(
+        label=_("Downtime you measured (minutes)"),
+        min_value=0,
+        required=False,
+        help_text=_("Leave empty to claim the shortfall the provider's own reports show."),
+    )
+    observations = forms.CharField(
+        label=_("Your observations"),
+        max_length=4000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("E.g. job logs, nvidia-smi output, monitoring alerts."),
+    )
+
+
+class DisputeResponseForm(PortalForm):
+    provider_response = forms.CharField(
+        label=_("Your response"), max_length=4000, widget=forms.Textarea(attrs={"rows": 4})
+    )

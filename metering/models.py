@@ -136,6 +136,9 @@ class UsageHour(models.Model):
     accelerator_seconds = models.BigIntegerField()
     energy_wh = models.BigIntegerField(help_text="measured IT energy of the records that reported it")
     records_without_energy = models.PositiveIntegerField()
+    accelerator_seconds_without_energy = models.BigIntegerField(
+        default=0, help_text="accelerator-seconds of the records without energy_wh (estimated from TDP)"
+    )
     utilization_bp = models.IntegerField(null=True, help_text="average weighted by accelerator-seconds")
     tokens_in = models.BigIntegerField()
     tokens_out = models.BigIntegerField()
@@ -148,3 +151,118 @@ class UsageHour(models.Model):
 
     def __str__(self) -> str:
         return f"{self.subject_id} {self.hour_start:%Y-%m-%d %H}:00"
+
+
+class UsageDirtyHour(models.Model):
+    """A (lease or contract, hour) whose rollup is stale: ingest appends one per touched hour in the transaction
+    that stores the records; the periodic rollup (metering.services.usage_rollup_dirty) consumes them."""
+
+    subject_id = models.UUIDField()
+    hour_start = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.subject_id} {self.hour_start:%Y-%m-%d %H}:00"
+
+
+class LeaseHourReconciliation(models.Model):
+    """One closed lease-hour reconciled against the contract (metering/reconcile.py), recomputed idempotently."""
+
+    lease_id = models.UUIDField(help_text="the lease's public id")
+    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    buyer = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    hour_start = models.DateTimeField()
+    contracted_accelerator_seconds = models.BigIntegerField()
+    delivered_accelerator_seconds = models.BigIntegerField()
+    energy_wh = models.BigIntegerField(help_text="measured + estimated")
+    energy_estimated_wh = models.BigIntegerField()
+    utilization_bp = models.IntegerField(null=True)
+    over_reported = models.BooleanField()
+    missing = models.BooleanField()
+    reconciled_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["lease_id", "hour_start"], name="lease_hour_recon_unique")]
+        indexes = [
+            models.Index(fields=["provider", "hour_start"]),
+            models.Index(fields=["buyer", "hour_start"]),
+        ]
+        verbose_name = _("lease-hour reconciliation")
+        verbose_name_plural = _("lease-hour reconciliations")
+
+    def __str__(self) -> str:
+        return f"{self.lease_id} {self.hour_start:%Y-%m-%d %H}:00"
+
+
+class ReconciliationCursor(models.Model):
+    """How far the periodic reconciliation has gone: hours before ``reconciled_until`` are done (one row)."""
+
+    name = models.CharField(max_length=40, unique=True)
+    reconciled_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reconciled_until:%Y-%m-%d %H}:00"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open", _("Open")
+    ANSWERED = "answered", _("Provider answered")
+    RESOLVED_BUYER = "resolved_buyer", _("Resolved for the buyer")
+    RESOLVED_PROVIDER = "resolved_provider", _("Resolved for the provider")
+
+
+OPEN_DISPUTE_STATUSES = (DisputeStatus.OPEN, DisputeStatus.ANSWERED)
+
+
+class Dispute(PublicIdModel):
+    """A buyer contests the usage of a lease over a range of hours; platform staff resolve it.
+
+    While a dispute is open the lease is ``disputed``; one open dispute per lease (partial unique constraint).
+    A resolution in the buyer's favour credits accelerator-seconds, which billing deducts in the period of
+    the resolution (metering.selectors.lease_period_usage).
+    """
+
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.PROTECT, related_name="disputes")
+    buyer = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    period_start = models.DateTimeField(_("from"))
+    period_end = models.DateTimeField(_("until"))
+    reason = models.TextField(_("reason"), max_length=2000)
+    observed_downtime_minutes = models.PositiveIntegerField(_("downtime you measured (minutes)"), null=True, blank=True)
+    observations = models.TextField(_("your observations"), max_length=4000, blank=True)
+    claimed_accelerator_seconds = models.BigIntegerField(_("claimed accelerator-seconds"))
+    status = models.CharField(max_length=20, choices=DisputeStatus.choices, default=DisputeStatus.OPEN)
+    lease_status_before = models.CharField(max_length=12)
+    provider_response = models.TextField(_("provider's response"), max_length=4000, blank=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+    resolution_note = models.TextField(_("resolution"), max_length=2000, blank=True)
+    credited_accelerator_seconds = models.BigIntegerField(default=0)
+    resolved_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["lease"], condition=Q(status__in=["open", "answered"]), name="dispute_one_open_per_lease"
+            ),
+            models.CheckConstraint(condition=Q(period_end__gt=models.F("period_start")), name="dispute_period_order"),
+            models.CheckConstraint(
+                condition=Q(credited_accelerator_seconds__gte=0) & Q(claimed_accelerator_seconds__gte=0),
+                name="dispute_seconds_non_negative",
+            ),
+        ]
+        verbose_name = _("dispute")
+        verbose_name_plural = _("disputes")
+
+    def __str__(self) -> str:
+        return f"dispute {self.public_id} ({self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_DISPUTE_STATUSES

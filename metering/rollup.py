@@ -35,6 +35,7 @@ class HourTotals:
     accelerator_seconds: int = 0
     energy_wh: int = 0
     records_without_energy: int = 0
+    accelerator_seconds_without_energy: int = 0
     tokens_in: int = 0
     tokens_out: int = 0
     requests: int = 0
@@ -70,6 +71,7 @@ def rollup(records: Iterable[RawUsage]) -> dict[datetime, HourTotals]:
             totals.requests += splits["requests"][index]
             if record.energy_wh is None:
                 totals.records_without_energy += 1
+                totals.accelerator_seconds_without_energy += seconds
             else:
                 totals.energy_wh += splits["energy_wh"][index]
             if record.utilization_bp is not None and seconds:

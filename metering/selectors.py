@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db import connection
+from django.db.models import Q, QuerySet, Sum
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization
 from core.errors import ApplicationError
-from core.timeutils import month_start
+from core.timeutils import Window, floor_hour, month_start, utcnow
 from marketplace import selectors as market_selectors
-from metering import ingest, signing
+from marketplace import selectors_tokens as market_token_selectors
+from metering import ingest, reconcile, signing
 from metering.ingest import LeaseFacts
-from metering.models import SignedBatch, SigningKey
+from metering.models import Dispute, DisputeStatus, SignedBatch, SigningKey, UsageHour
 
 
 def signing_key_list(organization: Organization) -> QuerySet[SigningKey]:
@@ -76,14 +80,12 @@ def signing_key_for_request(
 
 
 def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str, LeaseFacts]:
-    """The provider's leases named in a batch, as facts for validation (cancelled leases are not usable).
-
-    Token contracts do not exist yet (issue 4 builds capacity leases first); their ids stay unknown.
-    """
+    """The provider's leases and token contracts named in a batch, as facts for validation (cancelled ones are
+    not usable). A token contract holds no accelerators (0): its records carry tokens_in, tokens_out, requests."""
     wanted = {str(u) for u in (_as_uuid(p) for p in public_ids) if u is not None}
     if not wanted:
         return {}
-    return {
+    facts = {
         str(lease.public_id): LeaseFacts(
             public_id=str(lease.public_id),
             provider_id=lease.provider_id,
@@ -94,6 +96,16 @@ def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str,
         )
         for lease in market_selectors.lease_facts_for_provider(organization, wanted)
     }
+    for contract in market_token_selectors.token_contract_facts_for_provider(organization, wanted - set(facts)):
+        facts[str(contract.public_id)] = LeaseFacts(
+            public_id=str(contract.public_id),
+            provider_id=contract.provider_id,
+            accelerators=0,
+            start=contract.start,
+            end=contract.end,
+            kind="contract",
+        )
+    return facts
 
 
 def _as_uuid(value: str) -> UUID | None:
@@ -175,3 +187,195 @@ def batch_verification(public_id: UUID, *, max_records: int = 200) -> BatchVerif
         public_key=signing.public_key_text(public_raw),
         records=records,
     )
+
+
+# --- Reconciliation and billing reads ------------------------------------------------------------------
+
+
+def sla_tiers() -> tuple[tuple[Decimal, Decimal], ...]:
+    return reconcile.parse_tiers(getattr(settings, "METERING_SLA_CREDIT_TIERS", reconcile.DEFAULT_SLA_TIERS))
+
+
+@dataclass(frozen=True)
+class LeasePeriodUsage:
+    lease_public_id: UUID
+    contracted_accelerator_seconds: int  # lease accelerators x seconds of [lease.start, lease.end) ∩ window
+    delivered_accelerator_seconds: int
+    energy_wh: int  # measured IT energy + estimates where missing
+    energy_estimated_wh: int  # the estimated part of energy_wh
+    availability: Decimal | None  # delivered / contracted over elapsed hours; None if nothing elapsed
+    sla_credit_ratio: Decimal  # fraction (0..1) of the window's capacity charge credited
+    dispute_credit_accelerator_seconds: int  # from disputes resolved in the buyer's favour, inside the window
+
+
+_PERIOD_SQL = """
+WITH l(subject_id, accelerators, tdp_w) AS (SELECT * FROM unnest(%(ids)s::uuid[], %(acc)s::int[], %(tdp)s::int[]))
+SELECT h.subject_id,
+       SUM(h.accelerator_seconds),
+       SUM(h.energy_wh),
+       SUM((2 * l.tdp_w::bigint * COALESCE(h.utilization_bp, 10000) * h.accelerator_seconds_without_energy
+            + 36000000) / 72000000),
+       COALESCE(SUM(LEAST(h.accelerator_seconds, l.accelerators::bigint * 3600))
+                FILTER (WHERE h.hour_start < %(elapsed_end)s), 0)
+FROM metering_usagehour h JOIN l USING (subject_id)
+WHERE h.subject_kind = 'lease' AND h.hour_start >= %(start)s AND h.hour_start < %(end)s
+GROUP BY h.subject_id
+"""
+
+
+def lease_period_usage(
+    *, lease_public_ids: Collection[UUID], window: Window, now: datetime | None = None
+) -> dict[UUID, LeasePeriodUsage]:
+    """Usage of leases over a billing window, for billing: three set-based queries whatever the lease count.
+
+    Availability is delivered / contracted over the window's elapsed hours (before the current hour), the
+    delivered seconds of each hour capped at the lease's capacity; the SLA credit follows the tiers of
+    ``METERING_SLA_CREDIT_TIERS`` (metering/reconcile.py). Dispute credits count in the window in which the
+    dispute was resolved (an issued invoice is never edited; a later credit lands on the next one).
+    Unknown and cancelled leases are absent from the answer.
+    """
+    if not lease_public_ids:
+        return {}
+    now = now or utcnow()
+    terms = market_selectors.lease_terms(public_ids=lease_public_ids)
+    if not terms:
+        return {}
+    elapsed_end = min(window.end, floor_hour(now))
+    hour_floor = floor_hour(window.start)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _PERIOD_SQL,
+            {
+                "ids": [t.public_id for t in terms],
+                "acc": [t.accelerators for t in terms],
+                "tdp": [t.tdp_w or 0 for t in terms],
+                "elapsed_end": elapsed_end,
+                "start": hour_floor,
+                "end": window.end,
+            },
+        )
+        usage = {row[0]: row[1:] for row in cursor.fetchall()}
+    credits = dict(
+        Dispute.objects.filter(
+            lease__public_id__in=[t.public_id for t in terms],
+            status=DisputeStatus.RESOLVED_BUYER,
+            resolved_at__gte=window.start,
+            resolved_at__lt=window.end,
+        )
+        .values("lease__public_id")
+        .annotate(total=Sum("credited_accelerator_seconds"))
+        .values_list("lease__public_id", "total")
+    )
+    tiers = sla_tiers()
+    answer: dict[UUID, LeasePeriodUsage] = {}
+    for t in terms:
+        lease_window = Window(t.start, t.end)
+        delivered, measured, estimated, elapsed_delivered = usage.get(t.public_id, (0, 0, 0, 0))
+        elapsed_contracted = (
+            reconcile.contracted_seconds(t.accelerators, lease_window, Window(window.start, elapsed_end))
+            if elapsed_end > window.start
+            else 0
+        )
+        avail = reconcile.availability(int(elapsed_delivered), elapsed_contracted)
+        answer[t.public_id] = LeasePeriodUsage(
+            lease_public_id=t.public_id,
+            contracted_accelerator_seconds=reconcile.contracted_seconds(t.accelerators, lease_window, window),
+            delivered_accelerator_seconds=int(delivered),
+            energy_wh=int(measured) + int(estimated),
+            energy_estimated_wh=int(estimated),
+            availability=avail,
+            sla_credit_ratio=reconcile.sla_credit_ratio(avail, tiers),
+            dispute_credit_accelerator_seconds=int(credits.get(t.public_id, 0) or 0),
+        )
+    return answer
+
+
+@dataclass(frozen=True)
+class ContractPeriodUsage:
+    contract_public_id: UUID
+    tokens_in: int
+    tokens_out: int
+    requests: int
+
+
+def contract_period_usage(*, contract_public_ids: Collection[UUID], window: Window) -> dict[UUID, ContractPeriodUsage]:
+    """Token usage of contracts over a window (hours starting inside it), one query; contracts without usage
+    in the window are answered with zeros."""
+    if not contract_public_ids:
+        return {}
+    wanted = [UUID(str(c)) for c in contract_public_ids]
+    rows = (
+        UsageHour.objects.filter(
+            subject_kind="contract",
+            subject_id__in=wanted,
+            hour_start__gte=floor_hour(window.start),
+            hour_start__lt=window.end,
+        )
+        .values("subject_id")
+        .annotate(tokens_in=Sum("tokens_in"), tokens_out=Sum("tokens_out"), requests=Sum("requests"))
+    )
+    found: dict[UUID, dict[str, Any]] = {row["subject_id"]: dict(row) for row in rows}
+    empty: dict[str, Any] = {}
+    return {
+        cid: ContractPeriodUsage(
+            contract_public_id=cid,
+            tokens_in=int(found.get(cid, empty).get("tokens_in") or 0),
+            tokens_out=int(found.get(cid, empty).get("tokens_out") or 0),
+            requests=int(found.get(cid, empty).get("requests") or 0),
+        )
+        for cid in wanted
+    }
+
+
+@dataclass(frozen=True)
+class LeaseUsageView:
+    """A lease's usage page: hourly reconciliation and the summary over the shown window."""
+
+    lease: Any
+    window: Window
+    summary: reconcile.PeriodSummary
+    hours: list[reconcile.HourReconciliation]
+    disputes: list[Dispute]
+    tiers: tuple[tuple[Decimal, Decimal], ...]
+
+
+def lease_usage(organization: Organization, lease_public_id: UUID, *, now: datetime | None = None) -> LeaseUsageView:
+    """The usage of a lease the organisation bought or sold (404 otherwise), hour by hour, computed live from
+    the rollups (the page shows at most the lease's last 31 days)."""
+    now = now or utcnow()
+    lease = market_selectors.lease_get(organization, lease_public_id)
+    end = lease.end
+    start = max(lease.start, end - timedelta(days=31))
+    window = Window(start, end)
+    rows = UsageHour.objects.filter(
+        subject_kind="lease", subject_id=lease.public_id, hour_start__gte=floor_hour(start), hour_start__lt=end
+    ).values_list(
+        "hour_start", "accelerator_seconds", "energy_wh", "accelerator_seconds_without_energy", "utilization_bp",
+        "record_count",
+    )  # fmt: skip
+    usage = {row[0]: reconcile.HourUsage(*row[1:]) for row in rows}
+    tiers = sla_tiers()
+    summary, hours = reconcile.reconcile_period(
+        accelerators=lease.accelerators,
+        lease=Window(lease.start, lease.end),
+        window=window,
+        usage_by_hour=usage,
+        tdp_w=lease.pool.accelerator_model.tdp_w,
+        now=now,
+        tiers=tiers,
+    )
+    disputes = list(Dispute.objects.filter(lease=lease).order_by("-created_at"))
+    return LeaseUsageView(lease=lease, window=window, summary=summary, hours=hours, disputes=disputes, tiers=tiers)
+
+
+def dispute_list(organization: Organization) -> QuerySet[Dispute]:
+    """Disputes of leases the organisation bought or sold."""
+    return (
+        Dispute.objects.filter(Q(buyer=organization) | Q(provider=organization))
+        .select_related("lease__pool", "buyer", "provider")
+        .order_by("-created_at", "-id")
+    )
+
+
+def dispute_get(organization: Organization, public_id: UUID) -> Dispute:
+    return get_object_or_404(dispute_list(organization), public_id=public_id)

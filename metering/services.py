@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationKind
 from core.audit import audit_record
 from core.errors import ApplicationError, FieldError, ValidationFailed
-from core.outbox import outbox_enqueue
-from core.timeutils import HOUR, Window, month_start, utcnow
-from metering import ingest, rollup, selectors, signing
-from metering.models import SignedBatch, SigningKey, UsageHour, UsageRecord
+from core.timeutils import HOUR, Window, floor_hour, month_start, utcnow
+from marketplace import selectors as market_selectors
+from marketplace import services as market_services
+from marketplace.models import Lease, LeaseStatus
+from metering import ingest, reconcile, rollup, selectors, signing
+from metering.models import (
+    Dispute,
+    DisputeStatus,
+    LeaseHourReconciliation,
+    ReconciliationCursor,
+    SignedBatch,
+    SigningKey,
+    UsageDirtyHour,
+    UsageHour,
+    UsageRecord,
+)
 
 
 def signing_key_register(
@@ -202,9 +216,7 @@ def usage_batch_ingest(
             results[position] = _repeat_result(record.record_id, "duplicate" if same else "conflict")
         final = [r for r in results if r is not None]
         SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted), outcome=_outcome(final))
-        if accepted:
-            new_records = [record for record_id, (_pos, record) in fresh.items() if record_id in accepted]
-            outbox_enqueue("metering.tasks.usage_rollup", kwargs={"hours_by_subject": _affected_hours(new_records)})
+        # The hours the accepted records touch were marked for the rollup by _store, in this transaction.
     return IngestResult(batch_id=batch.pk, results=final)
 
 
@@ -235,33 +247,15 @@ def _store(provider_id: int, batch_id: int, received_at: datetime, records: list
     if not records:
         return set()
     with connection.cursor() as cursor:
+        # Every time: a rolled-back transaction takes a table it created with it.
         cursor.execute(
             "CREATE TEMP TABLE IF NOT EXISTS metering_usage_staging"
             " (LIKE metering_usagerecord INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
-        cursor.execute("TRUNCATE metering_usage_staging")  # empty even inside an enclosing transaction
+        cursor.execute("DELETE FROM metering_usage_staging")  # empty even inside an enclosing transaction
         columns = ", ".join(_COPY_COLUMNS)
         with cursor.cursor.copy(f"COPY metering_usage_staging ({columns}) FROM STDIN") as copy:
-            for r in records:
-                copy.write_row(
-                    (
-                        provider_id,
-                        r.record_id,
-                        r.subject_kind,
-                        r.subject_id,
-                        r.window_start,
-                        r.window_end,
-                        r.accelerator_seconds,
-                        r.utilization_bp,
-                        r.energy_wh,
-                        r.tokens_in,
-                        r.tokens_out,
-                        r.requests,
-                        r.content_hash,
-                        batch_id,
-                        received_at,
-                    )
-                )
+            copy.write(_copy_text(provider_id, batch_id, received_at, records))
         cursor.execute(
             f"""
             WITH new_keys AS (
@@ -270,13 +264,77 @@ def _store(provider_id: int, batch_id: int, received_at: datetime, records: list
                 ON CONFLICT (provider_id, record_id) DO NOTHING
                 RETURNING record_id
             )
-            INSERT INTO metering_usagerecord ({columns})
-            SELECT {", ".join("s." + c for c in _COPY_COLUMNS)}
-            FROM metering_usage_staging s JOIN new_keys USING (record_id)
-            RETURNING record_id
+            , stored AS (
+                INSERT INTO metering_usagerecord ({columns})
+                SELECT {", ".join("s." + c for c in _COPY_COLUMNS)}
+                FROM metering_usage_staging s JOIN new_keys USING (record_id)
+                RETURNING record_id, subject_id, window_start, window_end
+            )
+            , dirty AS (
+                INSERT INTO metering_usagedirtyhour (subject_id, hour_start)
+                SELECT DISTINCT subject_id, hour_start FROM stored, LATERAL (
+                    VALUES (date_trunc('hour', window_start, 'UTC')),
+                           (date_trunc('hour', window_end - interval '1 microsecond', 'UTC'))
+                ) AS touched (hour_start)
+            )
+            SELECT record_id FROM stored
             """  # noqa: S608 - fixed column names, no user input
         )
         return {row[0] for row in cursor.fetchall()}
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(value: object) -> str:
+    if value is None:
+        return "\\N"
+    return str(value)
+
+
+def _copy_text(provider_id: int, batch_id: int, received_at: datetime, records: list[ingest.Record]) -> str:
+    """The rows in COPY's text format, built in one go (psycopg's per-row adaptation is the slower path).
+
+    Only record_id is free text from the client: it is escaped; the other fields are numbers, UUIDs, fixed
+    words, hex digests and ISO timestamps, which need no escaping. NUL cannot reach here: validation refuses
+    record ids containing it (PostgreSQL's text type cannot hold it)."""
+    tail = f"{batch_id}\t{received_at.isoformat()}\n"
+    head = f"{provider_id}\t"
+    return "".join(
+        f"{head}{r.record_id.translate(_COPY_ESCAPES)}\t{r.subject_kind}\t{r.subject_id}\t"
+        f"{r.window_start.isoformat()}\t{r.window_end.isoformat()}\t{r.accelerator_seconds}\t"
+        f"{_copy_field(r.utilization_bp)}\t{_copy_field(r.energy_wh)}\t{r.tokens_in}\t{r.tokens_out}\t"
+        f"{r.requests}\t{r.content_hash}\t{tail}"
+        for r in records
+    )
+
+
+def usage_rollup_dirty(*, limit: int = 20_000, now: datetime | None = None) -> int:
+    """Roll up the hours marked by ingests since the last run, then reconcile them: the periodic job.
+
+    Ingest appends (subject, hour) marks in the transaction that stores the records, so a mark is visible only
+    with its records. A run takes a set of marks (skipping those another run holds), recomputes those hours from
+    the committed records, and deletes exactly the marks it took: a mark added meanwhile stays for the next run.
+    Idempotent and order-free like usage_rollup_hours. Returns the number of marks consumed (0: nothing to do).
+    """
+    with transaction.atomic():
+        marks = list(
+            UsageDirtyHour.objects.select_for_update(skip_locked=True)
+            .order_by("id")
+            .values_list("id", "subject_id", "hour_start")[:limit]
+        )
+        if not marks:
+            return 0
+        by_subject: dict[str, set[datetime]] = {}
+        for _id, mark_subject, hour in marks:
+            by_subject.setdefault(str(mark_subject), set()).add(hour)
+        for subject, hours in by_subject.items():
+            usage_rollup_hours(subject_id=subject, hours=sorted(hours))
+        span_start = min(h for hours in by_subject.values() for h in hours)
+        span_end = max(h for hours in by_subject.values() for h in hours) + HOUR
+        lease_hours_reconcile(window=Window(span_start, span_end), lease_public_ids=list(by_subject), now=now)
+        UsageDirtyHour.objects.filter(id__in=[m[0] for m in marks]).delete()
+    return len(marks)
 
 
 def _stored_hashes(provider_id: int, record_ids: list[str]) -> dict[str, str]:
@@ -355,6 +413,7 @@ def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
                 accelerator_seconds=t.accelerator_seconds,
                 energy_wh=t.energy_wh,
                 records_without_energy=t.records_without_energy,
+                accelerator_seconds_without_energy=t.accelerator_seconds_without_energy,
                 utilization_bp=t.utilization_bp,
                 tokens_in=t.tokens_in,
                 tokens_out=t.tokens_out,
@@ -372,6 +431,7 @@ def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
                 "accelerator_seconds",
                 "energy_wh",
                 "records_without_energy",
+                "accelerator_seconds_without_energy",
                 "utilization_bp",
                 "tokens_in",
                 "tokens_out",
@@ -382,11 +442,309 @@ def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
     return len(rows)
 
 
-def _affected_hours(records: list[ingest.Record]) -> dict[str, list[str]]:
-    """subject id -> ISO hour starts touched by these records (the rollup task's arguments, JSON-ready)."""
-    touched: dict[str, set[datetime]] = {}
-    for record in records:
-        hours = touched.setdefault(record.subject_id, set())
-        for piece in Window(record.window_start, record.window_end).hours():
-            hours.add(piece.start.replace(minute=0, second=0, microsecond=0))
-    return {subject: sorted(h.isoformat() for h in hours) for subject, hours in touched.items()}
+# --- Reconciliation ------------------------------------------------------------------------------------
+
+_RECON_FIELDS = [
+    "provider",
+    "buyer",
+    "contracted_accelerator_seconds",
+    "delivered_accelerator_seconds",
+    "energy_wh",
+    "energy_estimated_wh",
+    "utilization_bp",
+    "over_reported",
+    "missing",
+    "reconciled_at",
+]
+
+
+def lease_hours_reconcile(
+    *, window: Window, lease_public_ids: Collection[str] | None = None, now: datetime | None = None
+) -> int:
+    """Reconcile every elapsed lease-hour inside the window (of these leases, or of all overlapping leases).
+
+    Set-based: one query for the leases, one for their rollups, one upsert. Idempotent: it overwrites the rows
+    of those hours with what the rollups say now, so running it twice or late changes nothing more.
+    """
+    now = now or utcnow()
+    end = min(window.end, floor_hour(now))
+    if end <= window.start:
+        return 0
+    span = Window(floor_hour(window.start), end)
+    terms = market_selectors.lease_terms(public_ids=lease_public_ids, overlapping=(span.start, span.end))
+    if not terms:
+        return 0
+    usage: dict[tuple[Any, datetime], reconcile.HourUsage] = {}
+    for subject_id, hour, seconds, energy, without, util, count in UsageHour.objects.filter(
+        subject_kind="lease",
+        subject_id__in=[t.public_id for t in terms],
+        hour_start__gte=span.start,
+        hour_start__lt=span.end,
+    ).values_list(
+        "subject_id", "hour_start", "accelerator_seconds", "energy_wh", "accelerator_seconds_without_energy",
+        "utilization_bp", "record_count",
+    ):  # fmt: skip
+        usage[(subject_id, hour)] = reconcile.HourUsage(seconds, energy, without, util, count)
+    rows = []
+    for t in terms:
+        lease_window = Window(t.start, t.end)
+        covered = lease_window.intersection(span)
+        if covered is None:
+            continue
+        hour = floor_hour(covered.start)
+        while hour < covered.end:
+            result = reconcile.reconcile_hour(
+                hour_start=hour,
+                accelerators=t.accelerators,
+                lease=lease_window,
+                usage=usage.get((t.public_id, hour)),
+                tdp_w=t.tdp_w,
+            )
+            rows.append(
+                LeaseHourReconciliation(
+                    lease_id=t.public_id,
+                    provider_id=t.provider_id,
+                    buyer_id=t.buyer_id,
+                    hour_start=hour,
+                    contracted_accelerator_seconds=result.contracted_accelerator_seconds,
+                    delivered_accelerator_seconds=result.delivered_accelerator_seconds,
+                    energy_wh=result.energy_wh,
+                    energy_estimated_wh=result.energy_estimated_wh,
+                    utilization_bp=result.utilization_bp,
+                    over_reported=result.over_reported,
+                    missing=result.missing,
+                )
+            )
+            hour += HOUR
+    for start in range(0, len(rows), 5000):
+        LeaseHourReconciliation.objects.bulk_create(
+            rows[start : start + 5000],
+            update_conflicts=True,
+            unique_fields=["lease_id", "hour_start"],
+            update_fields=_RECON_FIELDS,
+        )
+    return len(rows)
+
+
+RECONCILE_CURSOR = "lease-hours"
+
+
+def lease_hours_reconcile_due(*, now: datetime | None = None, max_hours: int = 24 * 7) -> int:
+    """The periodic job: reconcile closed hours since the cursor (at most ``max_hours`` per run), always
+    including the hours still inside the grace period (late records may change them). Idempotent."""
+    now = now or utcnow()
+    until = floor_hour(now)
+    with transaction.atomic():
+        cursor, _created = ReconciliationCursor.objects.select_for_update().get_or_create(
+            name=RECONCILE_CURSOR, defaults={"reconciled_until": until - timedelta(days=2)}
+        )
+        start = min(cursor.reconciled_until, until - settings.METERING_CLOSE_GRACE - HOUR)
+        end = min(until, start + timedelta(hours=max_hours))
+        if end <= start:
+            return 0
+        count = lease_hours_reconcile(window=Window(start, end), now=now)
+        cursor.reconciled_until = max(cursor.reconciled_until, end)
+        cursor.save(update_fields=["reconciled_until"])
+    return count
+
+
+# --- Disputes ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DisputeInput:
+    period_start: datetime | None
+    period_end: datetime | None
+    reason: str
+    observed_downtime_minutes: int | None = None
+    observations: str = ""
+
+
+DISPUTABLE_STATUSES = (LeaseStatus.ACTIVE, LeaseStatus.COMPLETED)
+
+
+def _range_seconds(lease: Lease, start: datetime, end: datetime) -> tuple[int, int]:
+    """(contracted, delivered) accelerator-seconds of a lease over [start, end)."""
+    contracted = reconcile.contracted_seconds(lease.accelerators, Window(lease.start, lease.end), Window(start, end))
+    delivered = (
+        UsageHour.objects.filter(
+            subject_kind="lease", subject_id=lease.public_id, hour_start__gte=floor_hour(start), hour_start__lt=end
+        ).aggregate(total=Sum("accelerator_seconds"))["total"]
+        or 0
+    )
+    return contracted, int(delivered)
+
+
+def dispute_open(
+    *,
+    organization: Organization,
+    lease: Lease,
+    data: DisputeInput,
+    actor: Any = None,
+    actor_label: str | None = None,
+    now: datetime | None = None,
+) -> Dispute:
+    """The buyer contests a lease's usage over whole hours that have started; the lease becomes ``disputed``.
+
+    The claim is the buyer's measured downtime x the lease's accelerators when given, else the shortfall the
+    rollups show (contracted - delivered), never more than the contracted seconds of the range.
+    """
+    if organization.kind != OrganizationKind.BUYER:
+        raise ApplicationError("not_a_buyer", _("Only the buyer of a lease opens a dispute."), status_code=403)
+    if lease.buyer_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    now = now or utcnow()
+    errors: list[FieldError] = []
+    start, end = data.period_start, data.period_end
+    if start is None:
+        errors.append(FieldError("required", _("This field is required."), "period_start"))
+    if end is None:
+        errors.append(FieldError("required", _("This field is required."), "period_end"))
+    if start is not None and end is not None:
+        if end <= start:
+            errors.append(FieldError("invalid_period", _("The end must be after the start."), "period_end"))
+        elif start < lease.start or end > lease.end:
+            errors.append(FieldError("outside_lease", _("The hours must lie inside the lease."), "period_start"))
+        elif start >= now:
+            errors.append(FieldError("in_future", _("You can only dispute hours that have started."), "period_start"))
+        elif start != floor_hour(start) or end != floor_hour(end):
+            errors.append(FieldError("whole_hours", _("Give whole hours."), "period_start"))
+    if not data.reason.strip():
+        errors.append(FieldError("required", _("This field is required."), "reason"))
+    if data.observed_downtime_minutes is not None and data.observed_downtime_minutes < 0:
+        errors.append(FieldError("negative_value", _("Cannot be negative."), "observed_downtime_minutes"))
+    if errors:
+        raise ValidationFailed(errors)
+    assert start is not None  # checked above
+    assert end is not None
+    if lease.status not in DISPUTABLE_STATUSES:
+        raise ApplicationError(
+            "lease_not_disputable",
+            _("Only an active or completed lease can be disputed; this one is %(status)s.")
+            % {"status": lease.get_status_display()},
+            status_code=409,
+        )
+    contracted, delivered = _range_seconds(lease, start, end)
+    if data.observed_downtime_minutes is not None:
+        claimed = data.observed_downtime_minutes * 60 * lease.accelerators
+    else:
+        claimed = contracted - delivered
+    claimed = max(0, min(claimed, contracted))
+    try:
+        with transaction.atomic():
+            dispute = Dispute.objects.create(
+                lease=lease,
+                buyer_id=lease.buyer_id,
+                provider_id=lease.provider_id,
+                period_start=start,
+                period_end=end,
+                reason=data.reason.strip()[:2000],
+                observed_downtime_minutes=data.observed_downtime_minutes,
+                observations=data.observations.strip()[:4000],
+                claimed_accelerator_seconds=claimed,
+                lease_status_before=lease.status,
+                opened_by=actor if getattr(actor, "is_authenticated", False) else None,
+            )
+            market_services.lease_set_disputed(lease=lease, disputed=True, actor=actor, note="dispute opened")
+            audit_record(
+                action="dispute.opened",
+                target=dispute,
+                actor=actor,
+                actor_label=actor_label,
+                organization=organization,
+                after={
+                    "lease": str(lease.public_id),
+                    "period": [start.isoformat(), end.isoformat()],
+                    "claimed_accelerator_seconds": claimed,
+                    "delivered_accelerator_seconds": delivered,
+                },
+            )
+    except IntegrityError:
+        raise ApplicationError("dispute_open", _("This lease has an open dispute already."), status_code=409) from None
+    return dispute
+
+
+def dispute_respond(
+    *, organization: Organization, dispute: Dispute, response: str, actor: Any = None, now: datetime | None = None
+) -> Dispute:
+    """The provider answers an open dispute (again if it likes: the latest answer stands)."""
+    if dispute.provider_id != organization.pk:
+        raise ApplicationError("not_found", _("Not found."), status_code=404)
+    if not response.strip():
+        raise ValidationFailed([FieldError("required", _("This field is required."), "provider_response")])
+    with transaction.atomic():
+        dispute = Dispute.objects.select_for_update().get(pk=dispute.pk)
+        if not dispute.is_open:
+            raise ApplicationError("dispute_closed", _("This dispute is resolved."), status_code=409)
+        before = {"status": dispute.status}
+        dispute.provider_response = response.strip()[:4000]
+        dispute.responded_at = now or utcnow()
+        dispute.status = DisputeStatus.ANSWERED
+        dispute.save(update_fields=["provider_response", "responded_at", "status"])
+        audit_record(
+            action="dispute.answered",
+            target=dispute,
+            actor=actor,
+            organization=organization,
+            before=before,
+            after={"status": dispute.status},
+        )
+    return dispute
+
+
+def dispute_resolve(
+    *,
+    dispute: Dispute,
+    actor: Any,
+    buyer_favour: bool,
+    credited_accelerator_seconds: int | None = None,
+    note: str = "",
+    now: datetime | None = None,
+) -> Dispute:
+    """Platform staff close a dispute. In the buyer's favour the credit defaults to the claim and never exceeds
+    the contracted seconds of the disputed hours; billing deducts it in the period of the resolution. The lease
+    gets its status back."""
+    if not getattr(actor, "is_staff", False):
+        raise ApplicationError("staff_only", _("Only platform staff resolve disputes."), status_code=403)
+    with transaction.atomic():
+        dispute = Dispute.objects.select_for_update().select_related("lease").get(pk=dispute.pk)
+        if not dispute.is_open:
+            raise ApplicationError("dispute_closed", _("This dispute is resolved."), status_code=409)
+        contracted, _delivered = _range_seconds(dispute.lease, dispute.period_start, dispute.period_end)
+        credit = 0
+        if buyer_favour:
+            wanted = (
+                dispute.claimed_accelerator_seconds
+                if credited_accelerator_seconds is None
+                else credited_accelerator_seconds
+            )
+            if wanted < 0:
+                raise ValidationFailed(
+                    [FieldError("negative_value", _("Cannot be negative."), "credited_accelerator_seconds")]
+                )
+            credit = min(wanted, contracted)
+        before = {"status": dispute.status}
+        dispute.status = DisputeStatus.RESOLVED_BUYER if buyer_favour else DisputeStatus.RESOLVED_PROVIDER
+        dispute.credited_accelerator_seconds = credit
+        dispute.resolution_note = note.strip()[:2000]
+        dispute.resolved_at = now or utcnow()
+        dispute.resolved_by = actor if getattr(actor, "is_authenticated", False) else None
+        dispute.save(
+            update_fields=["status", "credited_accelerator_seconds", "resolution_note", "resolved_at", "resolved_by"]
+        )
+        market_services.lease_set_disputed(
+            lease=dispute.lease,
+            disputed=False,
+            restore_status=dispute.lease_status_before,
+            actor=actor,
+            note="dispute resolved",
+        )
+        audit_record(
+            action="dispute.resolved",
+            target=dispute,
+            actor=actor,
+            organization=dispute.buyer,
+            before=before,
+            after={"status": dispute.status, "credited_accelerator_seconds": credit},
+        )
+    return dispute

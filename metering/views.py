@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.timezone import localtime
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -16,8 +18,9 @@ from accounts.forms import apply_application_error
 from accounts.models import OrganizationKind, Role
 from core.errors import ApplicationError
 from core.timeutils import utcnow
+from marketplace import selectors as market_selectors
 from metering import selectors, services
-from metering.forms import SigningKeyForm
+from metering.forms import DisputeForm, DisputeResponseForm, SigningKeyForm
 
 PROVIDERS = [OrganizationKind.PROVIDER]
 
@@ -73,3 +76,106 @@ def ingest_health(request: HttpRequest) -> HttpResponse:
 def batch_verify(request: HttpRequest, batch_id: UUID) -> HttpResponse:
     """Public: anyone with the link re-verifies a kept batch against the provider's public key."""
     return render(request, "metering/batch_verify.html", {"v": selectors.batch_verification(batch_id)})
+
+
+# --- Usage and disputes (buyers and providers) ------------------------------------------------------------
+
+MARKET_SIDES = [OrganizationKind.BUYER, OrganizationKind.PROVIDER]
+
+
+def _chart_data(view: selectors.LeaseUsageView) -> dict[str, Any]:
+    return {
+        "hours": [localtime(h.hour_start).strftime("%m-%d %H:00") for h in view.hours],
+        "contracted": [round(h.contracted_accelerator_seconds / 3600, 2) for h in view.hours],
+        "delivered": [round(h.delivered_accelerator_seconds / 3600, 2) if h.elapsed else None for h in view.hours],
+        "utilization": [None if h.utilization_bp is None else h.utilization_bp / 100 for h in view.hours],
+        "energy": [round(h.energy_wh / 1000, 3) if h.elapsed else None for h in view.hours],
+        "estimated": [round(h.energy_estimated_wh / 1000, 3) for h in view.hours],
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@member_required(kinds=MARKET_SIDES)
+def lease_usage(request: HttpRequest, lease_id: UUID) -> HttpResponse:
+    """A lease's usage hour by hour against the contract, its SLA standing and disputes; the buyer may open one."""
+    membership = request.membership  # type: ignore[attr-defined]
+    organization = membership.organization
+    view = selectors.lease_usage(organization, lease_id)
+    is_buyer = view.lease.buyer_id == organization.pk
+    can_dispute = is_buyer and membership.has_role(Role.MEMBER)
+    form = DisputeForm(request.POST or None)
+    if request.method == "POST":
+        if not can_dispute:
+            return HttpResponse(status=403)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                dispute = services.dispute_open(
+                    organization=organization,
+                    lease=view.lease,
+                    actor=request.user,
+                    data=services.DisputeInput(
+                        period_start=data["period_start"],
+                        period_end=data["period_end"],
+                        reason=data["reason"],
+                        observed_downtime_minutes=data["observed_downtime_minutes"],
+                        observations=data["observations"],
+                    ),
+                )
+            except ApplicationError as exc:
+                apply_application_error(form, exc)
+            else:
+                messages.success(request, _("Dispute opened; the provider and platform staff have been told."))
+                return redirect("metering:dispute-detail", dispute_id=dispute.public_id)
+    context = {
+        "v": view,
+        "s": view.summary,
+        "is_buyer": is_buyer,
+        "can_dispute": can_dispute and not any(d.is_open for d in view.disputes),
+        "form": form,
+        "chart": _chart_data(view),
+        "attention": [h for h in view.hours if h.missing or h.over_reported][:48],
+    }
+    return render(request, "metering/lease_usage.html", context)
+
+
+@require_GET
+@member_required(kinds=MARKET_SIDES)
+def usage_overview(request: HttpRequest) -> HttpResponse:
+    """The organisation's leases with a link to each one's usage, and its disputes."""
+    organization = request.organization  # type: ignore[attr-defined]
+    context = {
+        "leases": market_selectors.lease_list(organization).exclude(status="cancelled")[:200],
+        "disputes": selectors.dispute_list(organization)[:100],
+        "is_provider": organization.kind == OrganizationKind.PROVIDER,
+    }
+    return render(request, "metering/usage_overview.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+@member_required(kinds=MARKET_SIDES)
+def dispute_detail(request: HttpRequest, dispute_id: UUID) -> HttpResponse:
+    membership = request.membership  # type: ignore[attr-defined]
+    organization = membership.organization
+    dispute = selectors.dispute_get(organization, dispute_id)
+    is_provider = dispute.provider_id == organization.pk
+    can_respond = is_provider and dispute.is_open and membership.has_role(Role.MEMBER)
+    form = DisputeResponseForm(request.POST or None, initial={"provider_response": dispute.provider_response})
+    if request.method == "POST":
+        if not can_respond:
+            return HttpResponse(status=403)
+        if form.is_valid():
+            try:
+                services.dispute_respond(
+                    organization=organization,
+                    dispute=dispute,
+                    response=form.cleaned_data["provider_response"],
+                    actor=request.user,
+                )
+            except ApplicationError as exc:
+                apply_application_error(form, exc)
+            else:
+                messages.success(request, _("Response sent."))
+                return redirect("metering:dispute-detail", dispute_id=dispute.public_id)
+    context = {"d": dispute, "is_provider": is_provider, "can_respond": can_respond, "form": form}
+    return render(request, "metering/dispute_detail.html", context)

@@ -11,6 +11,8 @@ from rest_framework.test import APIClient
 
 from accounts.models import Membership, Organization, OrganizationAPIKey, Role, User
 
+pytest_plugins = ["tests.stripe_server"]  # a local Stripe (localstripe + the Connect fake) for billing tests
+
 _counter = itertools.count(1)
 PASSWORD = "correct-horse-battery-staple"
 

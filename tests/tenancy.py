@@ -99,6 +99,48 @@ def _lease(make_org: MakeOrg) -> tuple[Organization, str]:
     return provider, str(make_lease(provider, make_org("buyer")).public_id)
 
 
+def _token_endpoint(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.token_factories import make_endpoint
+
+    organization = make_org("provider")
+    return organization, str(make_endpoint(organization).public_id)
+
+
+def _token_bid(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.marketplace.token_factories import make_token_bid
+
+    organization = make_org("buyer")
+    return organization, str(make_token_bid(organization).public_id)
+
+
+def _token_contract(make_org: MakeOrg) -> tuple[Organization, str]:
+    """A pending token contract; the provider is the owner (the buyer sees it too, tested in tests/marketplace)."""
+    from tests.marketplace.token_factories import make_token_contract
+
+    provider = make_org("provider")
+    return provider, str(make_token_contract(provider, make_org("buyer")).public_id)
+
+
+def _dispute(make_org: MakeOrg) -> tuple[Organization, str]:
+    """A usage dispute on an active lease; the buyer is the owner (the provider sees it too)."""
+    from metering.models import Dispute
+    from tests.marketplace.factories import make_lease
+
+    buyer = make_org("buyer")
+    lease = make_lease(make_org("provider"), buyer, status="active")
+    dispute = Dispute.objects.create(
+        lease=lease,
+        buyer=buyer,
+        provider=lease.provider,
+        period_start=lease.start,
+        period_end=lease.end,
+        reason="matrix",
+        claimed_accelerator_seconds=0,
+        lease_status_before="active",
+    )
+    return buyer, str(dispute.public_id)
+
+
 OBJECT_FACTORIES: dict[str, Factory] = {
     "membership_id": _membership,
     "invitation_id": _invitation,
@@ -110,6 +152,10 @@ OBJECT_FACTORIES: dict[str, Factory] = {
     "offer_id": _offer,
     "bid_id": _bid,
     "lease_id": _lease,
+    "dispute_id": _dispute,
+    "endpoint_id": _token_endpoint,
+    "token_bid_id": _token_bid,
+    "contract_id": _token_contract,
 }
 
 # Vouchers (tests/vouchers/tenancy_factories.py).
@@ -121,3 +167,8 @@ OBJECT_FACTORIES.update(VOUCHER_FACTORIES)
 from tests.green.tenancy_factories import GREEN_FACTORIES  # noqa: E402
 
 OBJECT_FACTORIES.update(GREEN_FACTORIES)
+
+# Billing (tests/billing/tenancy_factories.py).
+from tests.billing.tenancy_factories import BILLING_FACTORIES  # noqa: E402
+
+OBJECT_FACTORIES.update(BILLING_FACTORIES)

@@ -470,3 +470,40 @@ def voucher_subsidy_quote(
 
 
 APPLICATION_STATUS_ORDER = [s.value for s in ApplicationStatus]
+
+
+@dataclass(frozen=True)
+class SettledRedemption:
+    public_id: UUID
+    issuer_id: int
+    settlement_mode: str
+    currency: str
+    amount_minor: int
+    released_minor: int
+    fiscal_reference: str
+
+
+def redemptions_settled_for_billing() -> list[SettledRedemption]:
+    """Redemptions their issuer has paid (marked with a fiscal reference): billing books the cash received."""
+    rows = Redemption.objects.filter(settlement_status=SettlementStatus.PAID).values_list(
+        "public_id", "program__issuer_id", "settlement_mode", "currency", "amount_minor", "released_minor",
+        "fiscal_reference",
+    )  # fmt: skip
+    return [SettledRedemption(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ReleasedSubsidy:
+    issuer_id: int
+    settlement_mode: str
+    amount_minor: int
+
+
+def releases_for_reference(*, buyer: Organization, invoice_reference: str, reference: str) -> list[ReleasedSubsidy]:
+    """What one release (a void or a credit note, by its reference) gave back, per redemption."""
+    from vouchers.models import RedemptionRelease
+
+    rows = RedemptionRelease.objects.filter(
+        redemption__buyer=buyer, redemption__invoice_reference=invoice_reference, reference=reference
+    ).values_list("redemption__program__issuer_id", "redemption__settlement_mode", "amount_minor")
+    return [ReleasedSubsidy(*row) for row in rows]

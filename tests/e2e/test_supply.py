@@ -31,6 +31,7 @@ def open_nav(page: Page) -> None:
 def test_provider_registers_site_and_pool_attests_with_the_probe(page: Page, signup, screenshot, live_server, capsys):
     account = signup(page, kind="provider", organization_name="宁夏中卫测试智算中心")
     open_nav(page)
+    page.get_by_test_id("nav-group-supply").click()
     page.get_by_test_id("nav-sites").click()
     expect(page).to_have_url(re.compile(r"/supply/sites/$"))
     screenshot(page, "supply-sites-empty")

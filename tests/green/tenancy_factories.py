@@ -17,4 +17,11 @@ def _lot(make_org: MakeOrg) -> tuple[Organization, str]:
     return organization, str(make_lot(make_site(organization)).public_id)
 
 
-GREEN_FACTORIES = {"lot_id": _lot}
+def _statement(make_org: MakeOrg) -> tuple[Organization, str]:
+    from tests.green.factories import make_statement
+
+    organization = make_org("buyer")
+    return organization, str(make_statement(organization).public_id)
+
+
+GREEN_FACTORIES = {"lot_id": _lot, "statement_id": _statement}

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metering import ingest
 from metering.ingest import (
     CLOUDEVENTS_BATCH,
     MAX_RECORDS,
@@ -169,3 +170,31 @@ def test_verdicts_do_not_depend_on_batching(hours, rng):
     for part in (shuffled[:cut], shuffled[cut:]):
         for raw in part:
             assert verdict(raw) == expected[raw["record_id"]]
+
+
+# --- The fast content hash is byte-for-byte the documented one ------------------------------------------
+
+
+@given(
+    subject=st.text(max_size=40),
+    kind=st.sampled_from(["lease", "contract"]),
+    start=st.text(max_size=30),
+    end=st.text(max_size=30),
+    measures=st.fixed_dictionaries({name: st.integers(0, 10**15) for name in ingest.INTEGER_MEASURES}),
+    energy=st.none() | st.integers(0, 10**12),
+    util=st.none() | st.integers(0, 10_000),
+)
+def test_fast_content_hash_equals_the_canonical_json_hash(subject, kind, start, end, measures, energy, util):
+    normalised = {
+        "subject": subject,
+        "kind": kind,
+        "start": start,
+        "end": end,
+        **measures,
+        "energy_wh": energy,
+        "util": util,
+    }
+    fast = ingest.record_content_hash(
+        subject=subject, kind=kind, start=start, end=end, measures=measures, energy=energy, util=util
+    )
+    assert fast == ingest.content_hash(normalised)

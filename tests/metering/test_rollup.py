@@ -11,10 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.models import OutboxMessage
 from metering import rollup, services, signing
-from metering.models import UsageHour
-from metering.tasks import usage_rollup
+from metering.models import UsageDirtyHour, UsageHour
+from metering.tasks import usage_rollup_dirty
 from tests.metering.test_usage_ingest import NOW, PATH, new_provider, records
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -75,8 +74,7 @@ def _send(org, batch):
 
 
 def _run_enqueued_rollups():
-    for message in OutboxMessage.objects.filter(task_name="metering.tasks.usage_rollup").order_by("?"):
-        usage_rollup(**message.kwargs)
+    usage_rollup_dirty()
 
 
 def _rollup_rows(org):
@@ -115,4 +113,26 @@ def test_replayed_shuffled_and_split_batches_give_identical_rollups(make_org):
         if reference_rows is None:
             reference_rows = rows
         assert rows == reference_rows
-        OutboxMessage.objects.all().delete()
+        assert not UsageDirtyHour.objects.exists()  # every mark consumed
+
+
+@pytest.mark.django_db
+def test_a_mark_added_during_a_rollup_run_survives_for_the_next(make_org, monkeypatch):
+    """Marks are consumed by id: one added while a run is recomputing (a concurrent ingest) is not lost."""
+    org = new_provider(make_org)
+    _send(org, records(org, 2))
+    assert UsageDirtyHour.objects.count() == 2
+    real = services.usage_rollup_hours
+    late = {}
+
+    def concurrent_ingest(**kwargs):
+        if not late:
+            late["mark"] = UsageDirtyHour.objects.create(subject_id=org.lease_id, hour_start=kwargs["hours"][0])
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "usage_rollup_hours", concurrent_ingest)
+    assert services.usage_rollup_dirty() == 2
+    assert list(UsageDirtyHour.objects.values_list("id", flat=True)) == [late["mark"].id]
+    assert services.usage_rollup_dirty() == 1
+    assert services.usage_rollup_dirty() == 0
+    assert UsageHour.objects.filter(subject_id=org.lease_id).count() == 2

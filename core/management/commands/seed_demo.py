@@ -7,7 +7,15 @@ import importlib
 from django.core.management.base import BaseCommand, CommandParser
 
 # Each app that adds to the demo exposes demo.seed(); they run in dependency order.
-DEMO_MODULES = ["accounts.demo", "marketplace.demo", "vouchers.demo"]
+DEMO_MODULES = [
+    "accounts.demo",
+    "marketplace.demo",
+    "marketplace.demo_tokens",
+    "metering.demo",
+    "vouchers.demo",
+    "green.demo",
+    "billing.demo",
+]
 
 
 class Command(BaseCommand):

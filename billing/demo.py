@@ -1,0 +1,161 @@
+"""The demo's billing history (part of ``manage.py seed_demo``): two closed months of leases for the demo buyers,
+their metered usage, and invoices in every state: September finalized and paid by card (through the local Stripe
+that ``make run`` starts) with the providers' payouts split among the pools' revenue-share owners, October
+finalized and open (with a compute-voucher subsidy where the buyer holds a grant), November a live draft.
+
+Idempotent: a second run finds September's invoices and changes nothing.
+
+The past leases are written directly (the market only sells current and future hours); everything after them goes
+through the real services: rating, finalization, vouchers, the ledger, Stripe and payouts.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+
+from accounts.models import Organization
+from billing import services
+from billing import stripe_gateway as gateway
+from billing.models import Invoice
+from core.timeutils import Window, utcnow
+from marketplace.models import Bid, Lease, LeaseAllocation, LeaseEvent, Offer, Pool
+from metering.models import UsageHour
+
+logger = logging.getLogger(__name__)
+
+# (buyer e-mail domain, pool name, accelerators, start day, days, price per accelerator-hour, hours missing)
+HISTORY = [
+    ("bj-robotics.demo", "B栋 昇腾 910B", 64, 3, 10, "9.80", 0),
+    ("bj-robotics.demo", "H20 推理池", 16, 15, 12, "7.20", 0),
+    ("hz-precision.demo", "H800 训练池", 16, 8, 7, "17.50", 9),
+    ("sz-vision.demo", "H20 推理池", 32, 1, 14, "7.00", 0),
+    ("cd-ailab.demo", "A栋 H100 集群", 8, 20, 5, "18.90", 30),
+]
+MONTHS = [(2026, 9), (2026, 10)]
+
+
+def _buyer(domain: str) -> Organization | None:
+    return Organization.objects.filter(memberships__user__email__endswith=f"@{domain}").distinct().first()
+
+
+def _past_lease(buyer: Organization, pool: Pool, accelerators: int, start: datetime, days: int, price: str) -> Lease:
+    end = start + timedelta(days=days)
+    offer = Offer.objects.create(
+        organization=pool.organization,
+        pool=pool,
+        accelerators=accelerators,
+        start=start,
+        end=end,
+        ask=Decimal(price),
+        status="filled",
+    )
+    bid = Bid.objects.create(
+        organization=buyer,
+        accelerators=accelerators,
+        hours=days * 24,
+        earliest_start=start,
+        latest_end=end,
+        limit_price=Decimal(price),
+        price_unit="acc_hour",
+        status="filled",
+        filled_accelerators=accelerators,
+    )
+    lease = Lease.objects.create(
+        bid=bid,
+        offer=offer,
+        pool=pool,
+        buyer=buyer,
+        provider=pool.organization,
+        accelerators=accelerators,
+        start=start,
+        end=end,
+        price=Decimal(price),
+        status="completed",
+        confirm_by=start,
+    )
+    # Accelerator indexes from the top of the pool, clear of the live market's first-fit allocations.
+    LeaseAllocation.objects.bulk_create(
+        LeaseAllocation(lease=lease, pool=pool, accelerator_index=pool.accelerator_count - 1 - i, period=(start, end))
+        for i in range(accelerators)
+    )
+    LeaseEvent.objects.bulk_create(
+        [
+            LeaseEvent(lease=lease, from_status="pending", to_status="active", actor_label="demo"),
+            LeaseEvent(lease=lease, from_status="active", to_status="completed", actor_label="demo"),
+        ]
+    )
+    return lease
+
+
+def _usage(lease: Lease, missing_hours: int, tdp_w: int) -> None:
+    hours = int((lease.end - lease.start).total_seconds() // 3600)
+    UsageHour.objects.bulk_create(
+        UsageHour(
+            provider_id=lease.provider_id,
+            subject_kind="lease",
+            subject_id=lease.public_id,
+            hour_start=lease.start + timedelta(hours=h),
+            record_count=1,
+            accelerator_seconds=lease.accelerators * 3600,
+            energy_wh=lease.accelerators * tdp_w * 88 // 100,
+            records_without_energy=0,
+            accelerator_seconds_without_energy=0,
+            utilization_bp=8800,
+            tokens_in=0,
+            tokens_out=0,
+            requests=0,
+        )
+        for h in range(hours)
+        if not (missing_hours and hours // 3 <= h < hours // 3 + missing_hours)  # an outage: an SLA credit
+    )
+
+
+def _pay(invoice: Invoice) -> bool:
+    if not settings.STRIPE_API_BASE:
+        return False  # no local Stripe: the invoice stays open
+    try:
+        payment = services.payment_start(invoice=invoice)
+        gateway.payment_intent_confirm(
+            payment_intent_id=payment.stripe_payment_intent_id or "",
+            payment_method="pm_card_visa",
+            idempotency_key=f"demo-confirm-{payment.public_id}",
+        )
+        services.payment_sync(payment_intent_id=payment.stripe_payment_intent_id or "")
+    except gateway.PaymentProviderUnavailable:
+        logger.warning("demo: Stripe is not reachable; invoice %s stays open", invoice.number_display)
+        return False
+    return True
+
+
+def seed() -> None:
+    buyers = {domain: _buyer(domain) for domain, *_rest in HISTORY}
+    if any(b is None for b in buyers.values()):
+        return  # the accounts demo has not run
+    september = Window.month(*MONTHS[0])
+    if Invoice.objects.filter(buyer__in=[b for b in buyers.values() if b], period_start=september.start).exists():
+        return
+    with transaction.atomic():
+        for year, month in MONTHS:
+            for domain, pool_name, accelerators, day, days, price, missing in HISTORY:
+                pool = Pool.objects.filter(name=pool_name).select_related("accelerator_model").first()
+                buyer = buyers[domain]
+                if pool is None or buyer is None:
+                    continue
+                start = datetime(year, month, day, tzinfo=UTC)
+                lease = _past_lease(buyer, pool, accelerators, start, days, price)
+                _usage(lease, missing if month == 10 else 0, pool.accelerator_model.tdp_w or 400)
+    now = utcnow()
+    for index, (year, month) in enumerate(MONTHS):
+        window = Window.month(year, month)
+        drafts = services.invoice_run(window=window, buyer_ids=[b.pk for b in buyers.values() if b], at=now)
+        services.invoice_finalize_many(invoices=drafts, at=window.end + timedelta(hours=7))
+        if index == 0:
+            for invoice in Invoice.objects.filter(pk__in=[d.pk for d in drafts]):
+                _pay(invoice)
+    services.payouts_due()
+    services.invoice_run(window=Window.month(now.year, now.month), at=now)  # this month's live drafts
