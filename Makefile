@@ -66,3 +66,10 @@ fuzz: setup
 # business writes continue. Also part of `make test` (about 30 s); this runs only them.
 faults: setup
 	SUANLI_TESTING=1 $(BIN)/python -m devtools.with_db $(BIN)/pytest -m faults tests/faults $(PYTEST_ARGS)
+
+# Load test (locust in its own process, loopback only): the app under gunicorn on a seeded database of its own,
+# LOAD_USERS users (default 30) for LOAD_TIME (default 60s); prints req/s and p50/p95/p99 per endpoint, fails
+# above 1% errors. `make load LOAD_USERS=60 LOAD_TIME=120s`.
+.PHONY: load
+load: setup
+	$(BIN)/python -m loadtest.run

@@ -109,11 +109,14 @@ def _seed(lease_count: int) -> None:
         )
         for i, bid in enumerate(bids)
     )
-    with connection.cursor() as cursor, cursor.copy(
-        "COPY metering_usagehour (provider_id, subject_kind, subject_id, hour_start, record_count,"
-        " accelerator_seconds, energy_wh, records_without_energy, accelerator_seconds_without_energy,"
-        " utilization_bp, tokens_in, tokens_out, requests, updated_at) FROM STDIN"
-    ) as copy:
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(
+            "COPY metering_usagehour (provider_id, subject_kind, subject_id, hour_start, record_count,"
+            " accelerator_seconds, energy_wh, records_without_energy, accelerator_seconds_without_energy,"
+            " utilization_bp, tokens_in, tokens_out, requests, updated_at) FROM STDIN"
+        ) as copy,
+    ):
         now = datetime.now(UTC)
         for lease in leases:
             for hour in range(HOURS_PER_LEASE):

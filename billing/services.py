@@ -58,7 +58,7 @@ from core.outbox import outbox_enqueue
 from core.timeutils import Window, ensure_utc, utcnow
 from vouchers import selectors as voucher_selectors
 from vouchers import services as vouchers
-from vouchers.rules import EligibleLine
+from vouchers.rules import PRODUCT_COMPUTE, PRODUCT_MODEL, EligibleLine
 
 logger = logging.getLogger(__name__)
 
@@ -281,18 +281,19 @@ def _owner_shares(invoice: Invoice, lines: list[InvoiceLine]) -> list[OwnerShare
 
 
 def _eligible_lines(lines: list[InvoiceLine]) -> list[EligibleLine]:
-    """What a voucher may subsidise: per provider and chip origin, the net positive compute amount."""
-    totals: dict[tuple[int, bool], int] = defaultdict(int)
-    evidence: dict[tuple[int, bool], list[str]] = defaultdict(list)
-    currency = ""
+    """What a voucher may subsidise: per provider, chip origin and product (capacity, or model/API tokens), the
+    net positive amount, with the leases and contracts behind it as evidence."""
+    totals: dict[tuple[int, bool, str], int] = defaultdict(int)
+    evidence: dict[tuple[int, bool, str], set[str]] = defaultdict(set)
+    currency = lines[0].invoice.currency if lines else ""
     for line in lines:
         if line.kind == "subsidy" or line.provider_id is None:
             continue
-        key = (line.provider_id, line.chip_domestic)
+        product = PRODUCT_MODEL if line.kind in ("tokens_in", "tokens_out") else PRODUCT_COMPUTE
+        key = (line.provider_id, line.chip_domestic, product)
         totals[key] += line.amount_minor
         if line.subject_public_id:
-            evidence[key].append(str(line.subject_public_id))
-        currency = line.invoice.currency
+            evidence[key].add(str(line.subject_public_id))
     return [
         EligibleLine(
             amount_minor=amount,
@@ -300,9 +301,10 @@ def _eligible_lines(lines: list[InvoiceLine]) -> list[EligibleLine]:
             provider_id=provider_id,
             chip_domestic=domestic,
             compute_only=True,
-            evidence={"subjects": sorted(set(evidence[(provider_id, domestic)]))},
+            product=product,
+            evidence={"subjects": sorted(evidence[(provider_id, domestic, product)])},
         )
-        for (provider_id, domestic), amount in sorted(totals.items())
+        for (provider_id, domestic, product), amount in sorted(totals.items())
         if amount > 0
     ]
 

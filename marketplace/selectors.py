@@ -660,3 +660,38 @@ def token_contract_billing_terms(
         "endpoint__pool__accelerator_model__domestic", "currency", "price_input", "price_output",
     )  # fmt: skip
     return [TokenContractBillingTerms(*row) for row in rows]
+
+
+# --- For the voucher console (issuer reports, not tenant-scoped: the vouchers app scopes by programme) ----
+
+
+@dataclass(frozen=True)
+class SubjectHub:
+    code: str
+    name_zh: str
+    name_en: str
+
+
+def hubs_for_subjects(*, public_ids: Iterable[UUID | str]) -> dict[str, SubjectHub | None]:
+    """The 东数西算 hub of each lease or token contract, by public id (as a string), through its pool's site:
+    None when the site has no hub; ids that name neither a lease nor a token contract are absent. Two queries."""
+    from marketplace.models import TokenContract
+
+    ids: set[UUID] = set()
+    for value in public_ids:
+        try:
+            ids.add(value if isinstance(value, UUID) else UUID(str(value)))
+        except ValueError:
+            continue
+    out: dict[str, SubjectHub | None] = {}
+    if not ids:
+        return out
+    for queryset, prefix in (
+        (Lease.objects.filter(public_id__in=ids), "pool__site__hub__"),
+        (TokenContract.objects.filter(public_id__in=ids), "endpoint__pool__site__hub__"),
+    ):
+        for public_id, code, name_zh, name_en in queryset.values_list(
+            "public_id", f"{prefix}code", f"{prefix}name_zh", f"{prefix}name_en"
+        ):
+            out[str(public_id)] = SubjectHub(code, name_zh, name_en) if code else None
+    return out

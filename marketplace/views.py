@@ -24,6 +24,7 @@ from accounts.decorators import member_required
 from accounts.forms import apply_application_error
 from accounts.models import OrganizationKind, Role
 from core.errors import ApplicationError, FieldError
+from core.money import to_minor
 from core.tenancy import public
 from core.timeutils import floor_hour, utcnow
 from marketplace import latency, selectors, services, units
@@ -595,16 +596,30 @@ def bid_preview(request: HttpRequest) -> HttpResponse:
     data = {k: v for k, v in form.cleaned_data.items() if k not in form.errors}
     filters = _preview_filters(data, organization)
     offers = selectors.offer_market_list(filters=filters)
+    top = list(offers[:PREVIEW_TOP])
     context = {
+        "estimate": _cost_estimate(data, top[0]) if top else None,
         "boxes": [box for box in _feedback_boxes(request, form, []) if box["name"] in BID_FEEDBACK_FIELDS],
         "conversions": _price_conversions(data),
         "unit_labels": [UNIT_LABELS[u] for u in PriceUnit.values],  # type: ignore[index]
         "has_price": data.get("limit_price") is not None,
         "count": offers.count(),
-        "offers": list(offers[:PREVIEW_TOP]),
+        "offers": top,
         "unit_label": UNIT_LABELS.get(filters.unit, ""),  # type: ignore[call-overload]
     }
     return render(request, "marketplace/_bid_preview.html", context)
+
+
+def _cost_estimate(data: dict[str, Any], offer: Any) -> dict[str, Any] | None:
+    """What the bid would cost at the best matching offer's ask (before VAT), for the voucher quote beside it."""
+    accelerators, hours = data.get("accelerators"), data.get("hours")
+    if not accelerators or not hours:
+        return None
+    return {
+        "amount_minor": to_minor(Decimal(accelerators * hours) * offer.ask, offer.currency),
+        "provider": offer.pool.organization.public_id,
+        "domestic": int(offer.pool.accelerator_model.domestic),
+    }
 
 
 @require_GET

@@ -211,8 +211,9 @@ def usage_batch_ingest(
                 status = "duplicate" if stored_hashes.get(record_id) == record.content_hash else "conflict"
                 results[position] = _repeat_result(record_id, status)
         for position, record in repeats:
-            first = fresh[record.record_id][1]
-            same = first.content_hash == record.content_hash
+            # Judged against what is stored: the version stored earlier, else this batch's first copy.
+            stored = stored_hashes.get(record.record_id) or fresh[record.record_id][1].content_hash
+            same = stored == record.content_hash
             results[position] = _repeat_result(record.record_id, "duplicate" if same else "conflict")
         final = [r for r in results if r is not None]
         SignedBatch.objects.filter(pk=batch.pk).update(records_accepted=len(accepted), outcome=_outcome(final))

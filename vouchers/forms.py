@@ -66,6 +66,18 @@ class ProgramFromTemplateForm(PortalForm):
     )
     valid_from = forms.DateField(label=_("Valid from"), widget=forms.DateInput(attrs={"type": "date"}))
     valid_until = forms.DateField(label=_("Valid until (inclusive)"), widget=forms.DateInput(attrs={"type": "date"}))
+    ratio_model_pct = forms.DecimalField(
+        label=_("Ratio for model/API usage (%)"),
+        required=False,
+        min_value=Decimal(0),
+        max_value=Decimal(100),
+        max_digits=7,
+        decimal_places=4,
+        help_text=_(
+            "Subsidy ratio for model and API (token) usage, e.g. 50 for Shanghai's model voucher. "
+            "Empty: the template's, or the chip-origin ratios of compute capacity."
+        ),
+    )
     allowed_providers = forms.ModelMultipleChoiceField(
         label=_("Provider allow-list"),
         queryset=provider_choices(),
@@ -87,6 +99,11 @@ class ProgramFromTemplateForm(PortalForm):
         if start and end and end < start:
             self.add_error("valid_until", _("The end must be after the start."))
         return data
+
+    def ratio_model(self) -> Decimal | None:
+        """The model/API ratio entered (0.5 for 50%), None when left empty."""
+        value = self.cleaned_data.get("ratio_model_pct")
+        return None if value is None else (Decimal(value) / 100).normalize()
 
 
 class ApplicationForm(PortalForm):

@@ -69,6 +69,9 @@ class Program(PublicIdModel):
     ratio_other = _ratio_field(_("ratio, other chips"))
     ratio_startup = _ratio_field(_("ratio, start-ups"), null=True, blank=True)
     ratio_sme = _ratio_field(_("ratio, SMEs"), null=True, blank=True)
+    # Product tier: the ratio for model/API (token) usage, in place of the chip-origin ratio (firm tiers still
+    # raise it). Empty: model usage gets the chip-origin ratios like compute capacity.
+    ratio_model = _ratio_field(_("ratio, model/API usage"), null=True, blank=True)
     startup_max_age_years = models.PositiveSmallIntegerField(_("start-up: founded within (years)"), default=3)
     cap_per_application_minor = models.BigIntegerField(_("cap per application"), null=True, blank=True)
     cap_per_firm_year_minor = models.BigIntegerField(_("cap per firm per year"), null=True, blank=True)
@@ -101,7 +104,8 @@ class Program(PublicIdModel):
             models.CheckConstraint(
                 condition=Q(ratio_domestic__gte=0, ratio_domestic__lte=1, ratio_other__gte=0, ratio_other__lte=1)
                 & (Q(ratio_startup__isnull=True) | Q(ratio_startup__gte=0, ratio_startup__lte=1))
-                & (Q(ratio_sme__isnull=True) | Q(ratio_sme__gte=0, ratio_sme__lte=1)),
+                & (Q(ratio_sme__isnull=True) | Q(ratio_sme__gte=0, ratio_sme__lte=1))
+                & (Q(ratio_model__isnull=True) | Q(ratio_model__gte=0, ratio_model__lte=1)),
                 name="voucher_program_ratios_0_1",
             ),
             models.CheckConstraint(
@@ -326,6 +330,11 @@ class Redemption(PublicIdModel):
         return self.amount_minor - self.released_minor
 
 
+class ProductKind(models.TextChoices):
+    COMPUTE = "compute", _("Compute capacity")
+    MODEL = "model", _("Model/API usage")
+
+
 class RedemptionLine(models.Model):
     """One invoice line a redemption subsidised, with its metered evidence."""
 
@@ -336,6 +345,7 @@ class RedemptionLine(models.Model):
     ratio = _ratio_field(_("ratio"))
     subsidy_minor = models.BigIntegerField()
     chip_domestic = models.BooleanField()
+    product = models.CharField(max_length=10, choices=ProductKind.choices, default=ProductKind.COMPUTE)
     evidence = models.JSONField(default=dict, blank=True)
 
     class Meta:

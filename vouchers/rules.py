@@ -67,6 +67,7 @@ class ProgramTerms:
     ratio_other: Decimal
     ratio_startup: Decimal | None = None
     ratio_sme: Decimal | None = None
+    ratio_model: Decimal | None = None  # product tier for model/API usage; None: the chip-origin ratios
     startup_max_age_years: int = 3
     cap_per_application_minor: int | None = None
     cap_per_firm_year_minor: int | None = None
@@ -241,9 +242,16 @@ def related_party_message(links: Sequence[str]) -> str:
 # --- The subsidy formula ----------------------------------------------------------------------------------
 
 
+PRODUCT_COMPUTE = "compute"
+PRODUCT_MODEL = "model"
+PRODUCTS = frozenset({PRODUCT_COMPUTE, PRODUCT_MODEL})
+
+
 @dataclass(frozen=True)
 class EligibleLine:
-    """One invoice line billing asks a subsidy for. ``provider_id`` is the provider organisation's id."""
+    """One invoice line billing asks a subsidy for. ``provider_id`` is the provider organisation's id.
+    ``product``: "compute" (accelerator capacity, the default) or "model" (model/API token usage), which a
+    programme may subsidise at its own ratio."""
 
     amount_minor: int
     currency: str
@@ -251,6 +259,11 @@ class EligibleLine:
     chip_domestic: bool
     compute_only: bool
     evidence: Mapping[str, Any] = field(default_factory=dict)
+    product: str = PRODUCT_COMPUTE
+
+    def __post_init__(self) -> None:
+        if self.product not in PRODUCTS:
+            raise ValueError(f"EligibleLine.product must be one of {sorted(PRODUCTS)}, not {self.product!r}")
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,14 @@ class GrantState:
     stacking_allowed: bool = False
     restrict_providers: bool = False
     allowed_provider_ids: frozenset[int] = frozenset()
+    ratio_model: Decimal | None = None  # effective model/API ratio (firm tiers applied); None: chip-origin ratios
+
+    def ratio_for(self, line: EligibleLine) -> Decimal:
+        """The ratio of one line: the product tier for model usage when the programme sets one, else the
+        chip-origin ratio."""
+        if line.product == PRODUCT_MODEL and self.ratio_model is not None:
+            return self.ratio_model
+        return self.ratio_domestic if line.chip_domestic else self.ratio_other
 
 
 @dataclass(frozen=True)
@@ -306,15 +327,29 @@ class SubsidyPlan:
         return sum(g.amount_minor for g in self.grants)
 
 
-def effective_ratios(terms: ProgramTerms, firm: FirmFacts | None, at: datetime) -> tuple[Decimal, Decimal]:
-    """(domestic, other) ratios for a firm: the chip-origin ratio, raised to the start-up or SME ratio if higher."""
+def _firm_tier(terms: ProgramTerms, firm: FirmFacts | None, at: datetime) -> Decimal:
+    """The start-up or SME ratio the firm qualifies for (the higher), 0 if none."""
     tier = Decimal(0)
     if firm is not None:
         if terms.ratio_startup is not None and is_startup(terms, firm, at):
             tier = max(tier, terms.ratio_startup)
         if terms.ratio_sme is not None and is_sme(firm):
             tier = max(tier, terms.ratio_sme)
+    return tier
+
+
+def effective_ratios(terms: ProgramTerms, firm: FirmFacts | None, at: datetime) -> tuple[Decimal, Decimal]:
+    """(domestic, other) ratios for a firm: the chip-origin ratio, raised to the start-up or SME ratio if higher."""
+    tier = _firm_tier(terms, firm, at)
     return max(terms.ratio_domestic, tier), max(terms.ratio_other, tier)
+
+
+def effective_model_ratio(terms: ProgramTerms, firm: FirmFacts | None, at: datetime) -> Decimal | None:
+    """The model/API (token usage) ratio for a firm, raised to the start-up or SME ratio if higher; None when
+    the programme sets no product tier (model usage then gets the chip-origin ratios)."""
+    if terms.ratio_model is None:
+        return None
+    return max(terms.ratio_model, _firm_tier(terms, firm, at))
 
 
 def _cap(*values: int | None) -> int:
@@ -369,7 +404,7 @@ def plan_subsidy(
             if code:
                 refusals.append(Refusal(index, grant.grant_id, code))
                 continue
-            ratio = grant.ratio_domestic if line.chip_domestic else grant.ratio_other
+            ratio = grant.ratio_for(line)
             raw = min(
                 line_amount_minor(from_minor(line.amount_minor, line.currency), ratio, line.currency), residual[index]
             )

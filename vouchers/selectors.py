@@ -6,10 +6,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
@@ -50,6 +51,7 @@ def program_terms(program: Program) -> rules.ProgramTerms:
         ratio_other=program.ratio_other,
         ratio_startup=program.ratio_startup,
         ratio_sme=program.ratio_sme,
+        ratio_model=program.ratio_model,
         startup_max_age_years=program.startup_max_age_years,
         cap_per_application_minor=program.cap_per_application_minor,
         cap_per_firm_year_minor=program.cap_per_firm_year_minor,
@@ -411,7 +413,8 @@ def grant_states(
     states = []
     for grant in grants:
         program = programs[grant.program_id]
-        domestic, other = rules.effective_ratios(program_terms(program), buyer_facts, at)
+        terms = program_terms(program)
+        domestic, other = rules.effective_ratios(terms, buyer_facts, at)
         used, cap = usage.get(program.pk, (0, program.cap_per_firm_year_minor))
         cap_app = program.cap_per_application_minor
         states.append(
@@ -429,6 +432,7 @@ def grant_states(
                 stacking_allowed=program.stacking_allowed,
                 restrict_providers=program.restrict_providers,
                 allowed_provider_ids=frozenset(allowed.get(program.pk, ())),
+                ratio_model=rules.effective_model_ratio(terms, buyer_facts, at),
             )
         )
     return states
@@ -507,3 +511,265 @@ def releases_for_reference(*, buyer: Organization, invoice_reference: str, refer
         redemption__buyer=buyer, redemption__invoice_reference=invoice_reference, reference=reference
     ).values_list("redemption__program__issuer_id", "redemption__settlement_mode", "amount_minor")
     return [ReleasedSubsidy(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class BidQuote:
+    amount_minor: int
+    subsidy_minor: int
+    programs: tuple[str, ...]
+
+    @property
+    def after_subsidy_minor(self) -> int:
+        return self.amount_minor - self.subsidy_minor
+
+
+def bid_voucher_quote(
+    *, buyer: Organization, amount_minor: int, provider_public_id: UUID, chip_domestic: bool
+) -> BidQuote | None:
+    """The subsidy the buyer's grants would give a bid costing ``amount_minor`` at that provider, now (nothing
+    reserved); None when the buyer holds no usable grant or the amount is not positive."""
+    provider = Organization.objects.filter(public_id=provider_public_id, kind=OrganizationKind.PROVIDER).first()
+    if provider is None or amount_minor <= 0:
+        return None
+    line = rules.EligibleLine(
+        amount_minor=amount_minor,
+        currency="CNY",
+        provider_id=provider.pk,
+        chip_domestic=chip_domestic,
+        compute_only=True,
+    )
+    plan = voucher_subsidy_quote(buyer=buyer, lines=[line])
+    if not plan.grants:
+        return None
+    names = Program.objects.filter(pk__in=[g.program_id for g in plan.grants]).values_list("name", flat=True)
+    return BidQuote(amount_minor, plan.total_minor, tuple(names))
+
+
+# --- Redemptions by hub -----------------------------------------------------------------------------------
+
+UNKNOWN_HUB = "unknown"
+
+
+def _subject_key(value: Any) -> str | None:
+    try:
+        return str(value if isinstance(value, UUID) else UUID(str(value)))
+    except ValueError:
+        return None
+
+
+def _split_evenly(amount: int, parts: int) -> list[int]:
+    """``amount`` in ``parts`` integer shares that sum to it exactly (the remainder to the first shares)."""
+    base, rest = divmod(amount, parts)
+    return [base + (1 if i < rest else 0) for i in range(parts)]
+
+
+def redemption_breakdown_by_hub(program: Program) -> list[dict[str, Any]]:
+    """Subsidy by 东数西算 hub, from each redemption line's evidence subjects (lease or token-contract public
+    ids) -> pool -> site -> hub. A line whose subjects lie in several hubs is split equally among its subjects;
+    a line without subjects, or whose subject is unknown or in a site without a hub, counts as the unknown hub
+    (code ``"unknown"``). Rows: code, name_zh, name_en, amount (minor units), lines; largest first."""
+    from marketplace import selectors as market
+
+    lines = list(RedemptionLine.objects.filter(redemption__program=program).values_list("subsidy_minor", "evidence"))
+    subjects_of: list[list[str]] = []
+    every: set[str] = set()
+    for _amount, evidence in lines:
+        raw = evidence.get("subjects") if isinstance(evidence, dict) else None
+        keys = [k for k in (_subject_key(v) for v in (raw if isinstance(raw, list) else [])) if k]
+        subjects_of.append(keys)
+        every.update(keys)
+    hubs = market.hubs_for_subjects(public_ids=every)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(hub: Any, amount: int, line_seen: set[str]) -> None:
+        code = hub.code if hub is not None else UNKNOWN_HUB
+        row = rows.setdefault(
+            code,
+            {
+                "code": code,
+                "name_zh": hub.name_zh if hub is not None else "",
+                "name_en": hub.name_en if hub is not None else "",
+                "amount": 0,
+                "lines": 0,
+            },
+        )
+        row["amount"] += amount
+        if code not in line_seen:
+            row["lines"] += 1
+            line_seen.add(code)
+
+    for (amount, _evidence), keys in zip(lines, subjects_of, strict=True):
+        seen: set[str] = set()
+        if not keys:
+            add(None, amount, seen)
+            continue
+        for key, part in zip(keys, _split_evenly(amount, len(keys)), strict=True):
+            add(hubs.get(key), part, seen)
+    return sorted(rows.values(), key=lambda r: (-r["amount"], r["code"] == UNKNOWN_HUB, r["code"]))
+
+
+# --- Flagged cases for the reviewer -----------------------------------------------------------------------
+
+# Refusal codes voucher_subsidy_reserve stores in Redemption.evidence["refusals"] that a reviewer should see
+# (the others, such as cap_reached or fully_subsidised, are the caps working as intended).
+FLAGGED_REFUSAL_CODES = ("related_party", "provider_not_listed", "stacking", "not_compute", "currency")
+# Evidence keys that count as metered evidence on a redemption line.
+METERED_EVIDENCE_KEYS = ("subjects", "usage_batches", "accelerator_seconds", "tokens")
+EXPIRY_WARNING_DAYS = 30
+UNUSED_SHARE_FLAGGED = Decimal("0.5")
+FLAG_LIMIT = 200
+
+
+class FlagKind:
+    REFUSAL = "refusal"
+    EXPIRING_UNUSED = "expiring_unused"
+    ANNUAL_CAP = "annual_cap"
+    NO_EVIDENCE = "no_evidence"
+
+
+@dataclass(frozen=True)
+class FlaggedCase:
+    kind: str
+    program: Program
+    buyer_name: str
+    at: datetime | None  # when it happened or is due
+    amount_minor: int | None
+    codes: tuple[str, ...] = ()
+    reference: str = ""  # invoice reference (redemptions)
+    grant_public_id: UUID | None = None
+    redemption_public_id: UUID | None = None
+    year: int | None = None
+    cap_minor: int | None = None
+
+
+def refusal_label(code: str) -> str:
+    labels = {
+        "related_party": _("related-party provider"),
+        "provider_not_listed": _("provider not on the programme's list"),
+        "stacking": _("another programme already subsidised the line"),
+        "not_compute": _("not compute (storage, network or security)"),
+        "currency": _("other currency"),
+    }
+    return str(labels.get(code, code))
+
+
+def _has_metered_evidence(evidence: Any) -> bool:
+    return isinstance(evidence, dict) and any(evidence.get(key) for key in METERED_EVIDENCE_KEYS)
+
+
+def flagged_cases(
+    issuer: Organization, *, program: Program | None = None, at: datetime | None = None
+) -> dict[str, list[FlaggedCase]]:
+    """What the issuer's reviewers should look at, by kind (every list newest or most urgent first, at most
+    FLAG_LIMIT each): redemptions whose invoice had lines refused for a reviewer-relevant reason (related party,
+    provider not listed, stacking, ...); active grants expiring within EXPIRY_WARNING_DAYS with more than half
+    unused; buyers who exhausted a programme's annual cap this fiscal year; redemptions with a line (or no line)
+    without metered evidence. Only the issuer's programmes; ``program`` narrows to one of them."""
+    at = ensure_utc(at or utcnow())
+    scope = Q(program__issuer=issuer)
+    if program is not None:
+        scope &= Q(program=program)
+
+    refusals: list[FlaggedCase] = []
+    any_code = Q()
+    for code in FLAGGED_REFUSAL_CODES:
+        any_code |= Q(evidence__contains={"refusals": [{"code": code}]})
+    for redemption in (
+        Redemption.objects.filter(scope)
+        .filter(any_code)
+        .select_related("program", "buyer", "grant")
+        .order_by("-reserved_at", "-id")[: FLAG_LIMIT * 2]
+    ):
+        codes = sorted(
+            {
+                r.get("code", "")
+                for r in redemption.evidence.get("refusals", [])
+                if isinstance(r, dict)
+                and r.get("code") in FLAGGED_REFUSAL_CODES
+                and r.get("grant") in (None, redemption.grant_id)
+            }
+        )
+        if codes:
+            refusals.append(
+                FlaggedCase(
+                    kind=FlagKind.REFUSAL,
+                    program=redemption.program,
+                    buyer_name=redemption.buyer.name,
+                    at=redemption.reserved_at,
+                    amount_minor=redemption.net_minor,
+                    codes=tuple(codes),
+                    reference=redemption.invoice_reference,
+                    redemption_public_id=redemption.public_id,
+                )
+            )
+
+    expiring = [
+        FlaggedCase(
+            kind=FlagKind.EXPIRING_UNUSED,
+            program=grant.program,
+            buyer_name=grant.buyer.name,
+            at=grant.expires_at,
+            amount_minor=grant.left_minor,
+            grant_public_id=grant.public_id,
+            cap_minor=grant.amount_minor,
+        )
+        for grant in Grant.objects.filter(
+            scope,
+            status=GrantStatus.ACTIVE,
+            expires_at__gt=at,
+            expires_at__lte=at + timedelta(days=EXPIRY_WARNING_DAYS),
+        )
+        .select_related("program", "buyer")
+        .order_by("expires_at", "id")[:FLAG_LIMIT]
+        if Decimal(grant.left_minor) > UNUSED_SHARE_FLAGGED * grant.amount_minor
+    ]
+
+    capped = [
+        FlaggedCase(
+            kind=FlagKind.ANNUAL_CAP,
+            program=row.program,
+            buyer_name=row.buyer.name,
+            at=None,
+            amount_minor=row.used_minor,
+            year=row.year,
+            cap_minor=row.cap_minor,
+        )
+        for row in FirmYearUsage.objects.filter(
+            scope, year=rules.fiscal_year(at), cap_minor__isnull=False, used_minor__gte=F("cap_minor")
+        )
+        .select_related("program", "buyer")
+        .order_by("program_id", "buyer__name")[:FLAG_LIMIT]
+    ]
+
+    no_evidence: list[FlaggedCase] = []
+    candidates = (
+        Redemption.objects.filter(scope)
+        .exclude(released_minor=F("amount_minor"))
+        .select_related("program", "buyer")
+        .prefetch_related("lines")
+        .order_by("-reserved_at", "-id")
+    )
+    for redemption in candidates.iterator(chunk_size=500):
+        lines = list(redemption.lines.all())
+        if lines and all(_has_metered_evidence(line.evidence) for line in lines):
+            continue
+        no_evidence.append(
+            FlaggedCase(
+                kind=FlagKind.NO_EVIDENCE,
+                program=redemption.program,
+                buyer_name=redemption.buyer.name,
+                at=redemption.reserved_at,
+                amount_minor=redemption.net_minor,
+                reference=redemption.invoice_reference,
+                redemption_public_id=redemption.public_id,
+            )
+        )
+        if len(no_evidence) >= FLAG_LIMIT:
+            break
+    return {
+        FlagKind.REFUSAL: refusals[:FLAG_LIMIT],
+        FlagKind.EXPIRING_UNUSED: expiring,
+        FlagKind.ANNUAL_CAP: capped,
+        FlagKind.NO_EVIDENCE: no_evidence,
+    }

@@ -101,6 +101,7 @@ PROGRAM_FIELDS = {
     "ratio_other",
     "ratio_startup",
     "ratio_sme",
+    "ratio_model",
     "startup_max_age_years",
     "cap_per_application_minor",
     "cap_per_firm_year_minor",
@@ -131,7 +132,7 @@ def program_create(
     if unknown:
         raise TypeError(f"unknown programme fields: {sorted(unknown)}")
     errors: list[FieldError] = []
-    for name in ("ratio_domestic", "ratio_other", "ratio_startup", "ratio_sme"):
+    for name in ("ratio_domestic", "ratio_other", "ratio_startup", "ratio_sme", "ratio_model"):
         value = fields.get(name)
         if value is None:
             continue
@@ -226,6 +227,7 @@ def program_create_from_template(
         "ratio_other": template.ratio_other,
         "ratio_startup": template.ratio_startup,
         "ratio_sme": template.ratio_sme,
+        "ratio_model": template.ratio_model,
         "cap_per_application_minor": template.cap_per_application_minor,
         "cap_per_firm_year_minor": template.cap_per_firm_year_minor,
         "eligible_provinces": list(template.eligible_provinces),
@@ -762,6 +764,7 @@ def voucher_subsidy_reserve(
                         ratio=lp.ratio,
                         subsidy_minor=lp.subsidy_minor,
                         chip_domestic=lines[lp.line_index].chip_domestic,
+                        product=lines[lp.line_index].product,
                         evidence=dict(lines[lp.line_index].evidence),
                     )
                     for lp in grant_plan.lines

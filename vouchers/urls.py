@@ -24,6 +24,7 @@ urlpatterns = [
     path("issuer/applications/<uuid:review_id>/", views.issuer_review, name="issuer-review"),
     path("issuer/grants/", views.issuer_grants, name="issuer-grants"),
     path("issuer/grants/<uuid:grant_id>/revoke/", views.issuer_grant_revoke, name="issuer-grant-revoke"),
+    path("issuer/flags/", views.issuer_flags, name="issuer-flags"),
     path("issuer/redemptions/", views.issuer_redemptions, name="issuer-redemptions"),
     path(
         "issuer/redemptions/<uuid:redemption_id>/paid/",
@@ -32,6 +33,7 @@ urlpatterns = [
     ),
     # Buyer
     path("vouchers/", views.buyer_vouchers, name="buyer-vouchers"),
+    path("vouchers/quote/", views.buyer_quote, name="buyer-quote"),
     path("vouchers/apply/", views.buyer_apply, name="buyer-apply"),
     path("vouchers/applications/<uuid:application_id>/", views.buyer_application, name="buyer-application"),
     path("vouchers/attachments/<uuid:attachment_id>/", views.attachment_download, name="attachment"),

@@ -11,6 +11,7 @@ from uuid import UUID
 from django.contrib import messages
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import get_language
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -78,6 +79,7 @@ def issuer_programs(request: HttpRequest) -> HttpResponse:
                     contact_name=data["contact_name"],
                     contact_phone=data["contact_phone"],
                     contact_email=data["contact_email"],
+                    **({"ratio_model": form.ratio_model()} if data.get("ratio_model_pct") is not None else {}),
                 )
             except ApplicationError as exc:
                 _apply_errors(form, exc, {"budget_minor": "budget", "template": "template"})
@@ -107,6 +109,9 @@ def issuer_program(request: HttpRequest, program_id: UUID) -> HttpResponse:
     issuer = _org(request)
     program = selectors.program_get_for_issuer(issuer, program_id)
     burn = selectors.program_burn_down(program)
+    hubs = selectors.redemption_breakdown_by_hub(program)
+    for row in hubs:
+        row["label"] = _hub_label(row)
     chart = {
         "days": burn["days"],
         "left": [str(from_minor(v, program.currency)) for v in burn["left_minor"]],
@@ -117,12 +122,51 @@ def issuer_program(request: HttpRequest, program_id: UUID) -> HttpResponse:
         "program": program,
         "stats": selectors.program_stats(program),
         "breakdown": selectors.redemption_breakdown(program),
+        "hubs": hubs,
+        "hub_chart": {
+            "names": [_hub_label(row) for row in hubs],
+            "amounts": [str(from_minor(row["amount"], program.currency)) for row in hubs],
+        },
         "chart": chart,
         "redemptions": selectors.redemption_list_for_issuer(issuer, program=program)[:20],
         "pending": selectors.application_list_for_issuer(issuer, status="open").filter(program=program)[:20],
         "allowed": program.allowed_providers.all() if program.restrict_providers else None,
     }
     return render(request, "vouchers/issuer_program.html", context)
+
+
+def _hub_label(row: dict[str, Any]) -> str:
+    if row["code"] == selectors.UNKNOWN_HUB:
+        return _("Unknown hub")
+    return str(row["name_en"] if get_language() == "en" and row["name_en"] else row["name_zh"] or row["code"])
+
+
+@require_GET
+@member_required(kinds=ISSUERS)
+def issuer_flags(request: HttpRequest) -> HttpResponse:
+    issuer = _org(request)
+    programs = selectors.program_list_for_issuer(issuer)
+    program = None
+    raw = request.GET.get("program", "")
+    if raw:
+        try:
+            program_id = UUID(raw)
+        except ValueError as exc:
+            raise Http404 from exc
+        program = selectors.program_get_for_issuer(issuer, program_id)
+    flags = selectors.flagged_cases(issuer, program=program)
+    refusals = [(case, [selectors.refusal_label(code) for code in case.codes]) for case in flags["refusal"]]
+    context = {
+        "programs": programs,
+        "program": program,
+        "refusals": refusals,
+        "expiring": flags["expiring_unused"],
+        "capped": flags["annual_cap"],
+        "no_evidence": flags["no_evidence"],
+        "total": sum(len(v) for v in flags.values()),
+        "expiry_days": selectors.EXPIRY_WARNING_DAYS,
+    }
+    return render(request, "vouchers/issuer_flags.html", context)
 
 
 @require_GET
@@ -318,6 +362,22 @@ def issuer_redemption_settle(request: HttpRequest, redemption_id: UUID) -> HttpR
 
 
 # --- Buyer pages ------------------------------------------------------------------------------------------
+
+
+@require_GET
+@member_required(kinds=BUYERS)
+def buyer_quote(request: HttpRequest) -> HttpResponse:
+    """The bid form's "this bid would cost ¥X after your voucher" (an HTMX fragment; reserves nothing)."""
+    try:
+        amount_minor = int(request.GET.get("amount_minor", ""))
+        provider = UUID(request.GET.get("provider", ""))
+    except ValueError:
+        return HttpResponse("")
+    quote = selectors.bid_voucher_quote(
+        buyer=_org(request), amount_minor=amount_minor, provider_public_id=provider,
+        chip_domestic=request.GET.get("domestic") == "1",
+    )  # fmt: skip
+    return render(request, "vouchers/_bid_quote.html", {"quote": quote})
 
 
 @require_GET

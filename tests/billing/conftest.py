@@ -41,9 +41,13 @@ def deliver(lease: Lease, *, hours: int | None = None, energy_wh_per_hour: int =
     )
 
 
-def october_lease(provider: Organization, buyer: Organization, *, day: int = 10, price: str = "12.5", **kw: object) -> Lease:
+def october_lease(
+    provider: Organization, buyer: Organization, *, day: int = 10, price: str = "12.5", **kw: object
+) -> Lease:
     start = datetime(2026, 10, day, tzinfo=UTC)
-    lease = make_lease(provider, buyer, accelerators=8, start=start, end=start + timedelta(hours=24), status="completed", **kw)
+    lease = make_lease(
+        provider, buyer, accelerators=8, start=start, end=start + timedelta(hours=24), status="completed", **kw
+    )
     Lease.objects.filter(pk=lease.pk).update(price=Decimal(price))
     lease.refresh_from_db()
     return lease

@@ -34,9 +34,15 @@ def run_and_finalize(world, at=AT) -> Invoice:
 def test_a_draft_lists_each_lease_and_is_recomputed_not_duplicated(billing_world):
     (draft,) = services.invoice_run(window=OCTOBER, at=AT)
     (again,) = services.invoice_run(window=OCTOBER, at=AT)
-    assert again.pk == draft.pk and again.status == "draft"
+    assert again.pk == draft.pk
+    assert again.status == "draft"
     (line,) = again.lines.all()
-    assert (line.kind, line.accelerator_hours, line.unit_price, line.amount_minor) == ("capacity", 192, Decimal("12.5"), 240_000)
+    assert (line.kind, line.accelerator_hours, line.unit_price, line.amount_minor) == (
+        "capacity",
+        192,
+        Decimal("12.5"),
+        240_000,
+    )
     assert line.energy_wh == 24 * 5_600
     assert (again.subtotal_minor, again.vat_minor, again.total_minor) == (240_000, 14_400, 254_400)
 
@@ -55,7 +61,8 @@ def test_finalizing_numbers_the_invoice_and_books_every_party(billing_world):
     assert balance(AccountKind.PROVIDER_PENDING, w.partner) == 72_000 - 5_760
     assert balance(AccountKind.PLATFORM_FEE) == 13_440 + 5_760
     payouts = {p.owner_id: p for p in Payout.objects.filter(invoice=invoice)}
-    assert payouts[w.partner.pk].amount_minor == 66_240 and payouts[w.partner.pk].status == "pending"
+    assert payouts[w.partner.pk].amount_minor == 66_240
+    assert payouts[w.partner.pk].status == "pending"
     assert ledger_verify().mismatches == []
 
 
@@ -69,7 +76,9 @@ def test_lines_sum_to_usage_times_price_less_credits_less_subsidy(billing_world,
     invoice = run_and_finalize(w)
     lines = list(invoice.lines.order_by("position"))
     kinds = [line.kind for line in lines]
-    assert kinds.count("capacity") == 2 and "sla_credit" in kinds and kinds[-1] == "subsidy"
+    assert kinds.count("capacity") == 2
+    assert "sla_credit" in kinds
+    assert kinds[-1] == "subsidy"
     usage_times_price = 240_000 + 192 * 1000
     credits = 96_000
     subsidy = invoice.subsidy_minor
@@ -86,7 +95,8 @@ def test_a_reimbursed_voucher_is_shown_but_not_deducted(billing_world):
     program = voucher_factories.program(w.issuer, settlement_mode="reimburse_buyer")
     voucher_factories.grant(program, w.buyer, amount_minor=1_000_000)
     invoice = run_and_finalize(w)
-    assert invoice.subsidy_minor == 0 and invoice.subsidy_reimbursed_minor == 48_000
+    assert invoice.subsidy_minor == 0
+    assert invoice.subsidy_reimbursed_minor == 48_000
     assert invoice.amount_due_minor == invoice.total_minor
 
 
@@ -100,7 +110,8 @@ def test_a_finalized_invoice_cannot_change(billing_world):
         InvoiceLine.objects.filter(invoice=invoice).delete()
     # Late usage does not touch it: the run leaves it as issued.
     (same,) = services.invoice_run(window=OCTOBER, at=AT + timedelta(days=1))
-    assert same.pk == invoice.pk and same.total_minor == invoice.total_minor
+    assert same.pk == invoice.pk
+    assert same.total_minor == invoice.total_minor
 
 
 def test_nothing_to_invoice_is_a_clear_error(make_org):
@@ -112,7 +123,8 @@ def test_nothing_to_invoice_is_a_clear_error(make_org):
         services.invoice_finalize(invoice=invoice, at=AT)
     assert error.value.code == "invoice_empty"
     invoice.refresh_from_db()
-    assert invoice.status == "draft" and invoice.number is None
+    assert invoice.status == "draft"
+    assert invoice.number is None
 
 
 def test_voiding_reverses_the_entry_and_returns_the_subsidy(billing_world):
@@ -124,7 +136,8 @@ def test_voiding_reverses_the_entry_and_returns_the_subsidy(billing_world):
     services.invoice_void(invoice=invoice, reason="wrong buyer", at=AT)
     invoice.refresh_from_db()
     grant.refresh_from_db()
-    assert invoice.status == "void" and invoice.number_display == "SL-2026-000001"
+    assert invoice.status == "void"
+    assert invoice.number_display == "SL-2026-000001"
     assert balance(AccountKind.BUYER_RECEIVABLE, w.buyer) == 0
     assert balance(AccountKind.PROVIDER_PENDING, w.provider) == 0
     assert grant.redeemed_minor == 0
@@ -228,7 +241,8 @@ def test_a_buyer_who_asks_is_invoiced_at_each_leases_end_and_not_again_monthly(b
     assert services.invoice_lease_end_due(at=AT) == 1
     assert services.invoice_lease_end_due(at=AT) == 0  # once
     alone = Invoice.objects.get(lease_public_id=w.lease.public_id)
-    assert alone.status == "finalized" and alone.total_minor == 254_400
+    assert alone.status == "finalized"
+    assert alone.total_minor == 254_400
     assert (alone.period_start, alone.period_end) == (w.lease.start, w.lease.end)
     assert services.invoice_run(window=OCTOBER, at=AT) == []  # the monthly run leaves the lease out
 
@@ -264,3 +278,22 @@ def test_the_issuers_payment_of_a_deducted_subsidy_is_booked_once(billing_world)
     assert services.voucher_settlements_post() == 0
     assert balance(AccountKind.VOUCHER_RECEIVABLE, w.issuer) == 0
     assert balance(AccountKind.BANK_CASH) == 48_000
+
+
+def test_token_usage_gets_the_programmes_model_ratio(billing_world):
+    from metering.models import UsageHour
+    from tests.marketplace.token_factories import make_token_contract
+
+    w = billing_world
+    program = voucher_factories.program(w.issuer, settlement_mode="deduct_at_checkout", ratio_model=Decimal("0.50"))
+    voucher_factories.grant(program, w.buyer, amount_minor=1_000_000)
+    contract = make_token_contract(w.provider, w.buyer, start=OCTOBER.start, status="active")
+    UsageHour.objects.create(
+        provider=w.provider, subject_kind="contract", subject_id=contract.public_id,
+        hour_start=OCTOBER.start + timedelta(days=3), record_count=1, accelerator_seconds=0, energy_wh=0,
+        records_without_energy=0, accelerator_seconds_without_energy=0, utilization_bp=None,
+        tokens_in=10_000_000, tokens_out=0, requests=1,
+    )  # fmt: skip
+    invoice = run_and_finalize(w)
+    # Capacity ¥2,400 at the 20% chip ratio, tokens ¥20 at the 50% model ratio.
+    assert invoice.subsidy_minor == 48_000 + 1_000

@@ -112,9 +112,9 @@ def test_fee_and_net_add_up_to_the_gross(amount, rate):
 
 
 def test_bad_input_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="negative"):
         rating.rate_lease(_charge(-1, Decimal(1)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="fraction"):
         rating.rate_lease(_charge(3600, Decimal(1), Decimal(2)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="subsidy"):
         rating.invoice_totals([], vat_rate=Decimal("0.06"), currency="CNY", subsidy_deducted_minor=1)

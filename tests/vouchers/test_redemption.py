@@ -229,3 +229,17 @@ def test_mark_paid_needs_reference(world):
         services.redemption_mark_paid(issuer=world.issuer, redemption=redemption, fiscal_reference=" ")
     paid = services.redemption_mark_paid(issuer=world.issuer, redemption=redemption, fiscal_reference="GK2026-0001")
     assert paid.settlement_status == SettlementStatus.PAID
+
+
+def test_the_bid_form_shows_what_a_bid_costs_after_the_voucher(world, client_for):
+    from tests.vouchers.factories import grant, program
+
+    grant(program(world.issuer), world.buyer, amount_minor=1_000_000)
+    client = client_for(world.buyer.owner)
+    url = f"/vouchers/quote/?amount_minor=500000&provider={world.provider.public_id}&domestic=1"
+    body = client.get(url).content.decode()
+    assert 'data-testid="voucher-quote"' in body
+    assert "¥3,500.00" in body  # ¥5,000 less 30% for domestic chips
+    other = client_for(world.other_provider.owner)  # providers do not get quotes
+    assert other.get(url).status_code == 403
+    assert client.get("/vouchers/quote/?amount_minor=x").content == b""
