@@ -71,7 +71,8 @@ class Adjustment:
     chip_domestic: bool
     currency: str
     amount_minor: int
-    reference: str  # the invoice the difference corrects
+    reference: str  # the number of the invoice the difference corrects
+    adjusts: str = ""  # that invoice's public id (how later runs count this adjustment as invoiced)
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def rate_adjustment(adjustment: Adjustment) -> list[RatedLine]:
             unit_price=Decimal(adjustment.amount_minor),
             amount_minor=adjustment.amount_minor,
             chip_domestic=adjustment.chip_domestic,
+            details={"adjusts": adjustment.adjusts},
         )
     ]
 

@@ -20,6 +20,7 @@ from billing import rating
 from billing.models import (
     BillingProfile,
     Invoice,
+    InvoiceLine,
     InvoiceStatus,
     JournalEntry,
     LedgerAccount,
@@ -162,6 +163,58 @@ def lease_invoice_start(*, buyer_id: int, currency: str, lease_start: datetime) 
         .first()
     )
     return max(lease_start, issued_until) if issued_until else lease_start
+
+
+@dataclass(frozen=True)
+class InvoicedSubject:
+    provider_id: int | None
+    pool_id: int | None
+    chip_domestic: bool
+    amount_minor: int  # on the invoice itself plus adjustments of it on later finalized invoices
+
+
+def invoiced_by_subject(invoices: list[Invoice]) -> dict[tuple[int, UUID], InvoicedSubject]:
+    """What was invoiced per (invoice, lease or contract), counting adjustments of those invoices that later
+    finalized invoices carry; two queries."""
+    issued = [InvoiceStatus.FINALIZED, InvoiceStatus.PAID]
+    by_public_id = {str(invoice.public_id): invoice.pk for invoice in invoices}
+    totals: dict[tuple[int, UUID], InvoicedSubject] = {}
+
+    def add(
+        invoice_id: int, subject: UUID | None, provider: int | None, pool: int | None, domestic: bool, amount: int
+    ) -> None:
+        if subject is None:
+            return
+        known = totals.get((invoice_id, subject))
+        total = amount + (known.amount_minor if known else 0)
+        totals[(invoice_id, subject)] = InvoicedSubject(provider, pool, domestic, total)
+
+    rows = (
+        InvoiceLine.objects.filter(invoice__in=invoices, subject_public_id__isnull=False)
+        .exclude(kind__in=["subsidy", "adjustment"])
+        .values_list("invoice_id", "subject_public_id", "provider_id", "pool_id", "chip_domestic", "amount_minor")
+    )
+    for invoice_id, subject, provider, pool, domestic, amount in rows:
+        add(invoice_id, subject, provider, pool, domestic, amount)
+    later = InvoiceLine.objects.filter(
+        kind="adjustment", invoice__status__in=issued, details__adjusts__in=list(by_public_id)
+    ).values_list("details", "subject_public_id", "provider_id", "pool_id", "chip_domestic", "amount_minor")
+    for details, subject, provider, pool, domestic, amount in later:
+        add(by_public_id[details["adjusts"]], subject, provider, pool, domestic, amount)
+    return totals
+
+
+def invoices_issued_before(*, before: datetime, since: datetime, buyer_ids: Collection[int] | None) -> list[Invoice]:
+    """Monthly invoices issued for periods inside [since, before), which late usage may adjust."""
+    invoices = Invoice.objects.filter(
+        status__in=[InvoiceStatus.FINALIZED, InvoiceStatus.PAID],
+        lease_public_id__isnull=True,
+        period_start__gte=since,
+        period_end__lte=before,
+    )
+    if buyer_ids is not None:
+        invoices = invoices.filter(buyer_id__in=buyer_ids)
+    return list(invoices.order_by("period_start", "id"))
 
 
 # --- Invoices ------------------------------------------------------------------------------------------

@@ -121,7 +121,15 @@ def invoice_run(*, window: Window, buyer_ids: list[int] | None = None, at: datet
     rewrite, so concurrent runs and finalizations queue instead of interleaving."""
     at = ensure_utc(at or utcnow())
     charges = selectors.period_charges(window=window, buyer_ids=buyer_ids)
-    rated = {key: rating.rate_period(c.leases, c.tokens) for key, c in charges.items()}
+    adjustments = _late_usage_adjustments(window=window, buyer_ids=buyer_ids)
+    rated = {
+        key: rating.rate_period(
+            charges[key].leases if key in charges else [],
+            charges[key].tokens if key in charges else [],
+            adjustments.get(key, []),
+        )
+        for key in charges.keys() | adjustments.keys()
+    }
     period = Invoice.objects.filter(period_start=window.start, lease_public_id__isnull=True).exclude(
         status=InvoiceStatus.VOID
     )
@@ -145,6 +153,59 @@ def invoice_run(*, window: Window, buyer_ids: list[int] | None = None, at: datet
         invoices = list(period.select_for_update().order_by("id"))
         _drafts_rewrite(invoices, rated, at=at)
     return invoices
+
+
+ADJUSTMENT_LOOKBACK = timedelta(days=100)  # how far back late usage still adjusts issued invoices
+
+
+def _late_usage_adjustments(
+    *, window: Window, buyer_ids: list[int] | None
+) -> dict[tuple[int, str], list[rating.Adjustment]]:
+    """Usage that arrived after an invoice was issued (late records, disputes resolved later): each issued monthly
+    invoice of the last ``ADJUSTMENT_LOOKBACK`` is re-rated, and what differs per lease or contract from what was
+    invoiced for it (counting earlier adjustments) becomes an adjustment line on this period's draft."""
+    issued = selectors.invoices_issued_before(
+        before=window.start, since=window.start - ADJUSTMENT_LOOKBACK, buyer_ids=buyer_ids
+    )
+    if not issued:
+        return {}
+    invoiced = selectors.invoiced_by_subject(issued)
+    found: dict[tuple[int, str], list[rating.Adjustment]] = defaultdict(list)
+    by_period: dict[tuple[datetime, datetime], list[Invoice]] = defaultdict(list)
+    for invoice in issued:
+        by_period[(invoice.period_start, invoice.period_end)].append(invoice)
+    for (start, end), invoices in by_period.items():
+        charges = selectors.period_charges(window=Window(start, end), buyer_ids=[i.buyer_id for i in invoices])
+        for invoice in invoices:
+            key = (invoice.buyer_id, invoice.currency)
+            rerated: dict[UUID, int] = defaultdict(int)
+            meta: dict[UUID, selectors.InvoicedSubject] = {}
+            if key in charges:
+                for line in rating.rate_period(charges[key].leases, charges[key].tokens):
+                    if line.subject_public_id is not None:
+                        rerated[line.subject_public_id] += line.amount_minor
+                        meta[line.subject_public_id] = selectors.InvoicedSubject(
+                            line.provider_id, line.pool_id, line.chip_domestic, 0
+                        )
+            subjects = set(rerated) | {subject for (pk, subject) in invoiced if pk == invoice.pk}
+            for subject in sorted(subjects, key=str):
+                before = invoiced.get((invoice.pk, subject))
+                difference = rerated.get(subject, 0) - (before.amount_minor if before else 0)
+                facts = meta.get(subject) or before
+                if difference and facts is not None and facts.provider_id is not None:
+                    found[key].append(
+                        rating.Adjustment(
+                            subject_public_id=subject,
+                            provider_id=facts.provider_id,
+                            pool_id=facts.pool_id,
+                            chip_domestic=facts.chip_domestic,
+                            currency=invoice.currency,
+                            amount_minor=difference,
+                            reference=invoice.number_display,
+                            adjusts=str(invoice.public_id),
+                        )
+                    )
+    return found
 
 
 def _drafts_rewrite(

@@ -14,6 +14,7 @@ from billing import selectors, services
 from billing.ledger import ledger_verify
 from billing.models import AccountKind, Invoice, InvoiceLine, InvoiceSeries, LedgerAccount, Payout
 from core.errors import ApplicationError
+from core.timeutils import Window
 from tests.billing.conftest import OCTOBER, deliver, october_lease
 from tests.vouchers import factories as voucher_factories
 
@@ -297,3 +298,32 @@ def test_token_usage_gets_the_programmes_model_ratio(billing_world):
     invoice = run_and_finalize(w)
     # Capacity ¥2,400 at the 20% chip ratio, tokens ¥20 at the 50% model ratio.
     assert invoice.subsidy_minor == 48_000 + 1_000
+
+
+def test_usage_that_arrives_after_an_invoice_is_issued_adjusts_the_next_one(billing_world):
+    from metering.models import UsageHour
+    from tests.marketplace.token_factories import make_token_contract
+
+    w = billing_world
+    contract = make_token_contract(w.provider, w.buyer, start=OCTOBER.start, status="active")
+
+    def tokens(day: int, tokens_in: int) -> None:
+        UsageHour.objects.create(
+            provider=w.provider, subject_kind="contract", subject_id=contract.public_id,
+            hour_start=OCTOBER.start + timedelta(days=day), record_count=1, accelerator_seconds=0, energy_wh=0,
+            records_without_energy=0, accelerator_seconds_without_energy=0, utilization_bp=None,
+            tokens_in=tokens_in, tokens_out=0, requests=1,
+        )  # fmt: skip
+
+    tokens(3, 10_000_000)
+    october = run_and_finalize(w)  # ¥2,400 capacity + ¥20 tokens
+    tokens(4, 5_000_000)  # a late record for October: ¥10 more
+    november = Window.month(2026, 11)
+    (draft,) = services.invoice_run(window=november, buyer_ids=[w.buyer.pk], at=AT + timedelta(days=30))
+    (adjustment,) = draft.lines.filter(kind="adjustment")
+    assert adjustment.amount_minor == 1_000
+    assert adjustment.subject_public_id == contract.public_id
+    assert october.number_display in adjustment.description
+    services.invoice_finalize(invoice=draft, at=datetime(2026, 12, 1, 7, tzinfo=UTC), recompute=False)
+    # Once issued, the adjustment counts: December's draft adjusts nothing more.
+    assert services.invoice_run(window=Window.month(2026, 12), buyer_ids=[w.buyer.pk], at=AT) == []
