@@ -5,8 +5,9 @@ finalized and open (with a compute-voucher subsidy where the buyer holds a grant
 
 Idempotent: a second run finds September's invoices and changes nothing.
 
-The past leases are written directly (the market only sells current and future hours); everything after them goes
-through the real services: rating, finalization, vouchers, the ledger, Stripe and payouts.
+The past leases are written directly (``marketplace.demo.backdated_lease``: the market only sells current and
+future hours); everything after them goes through the real services: rating, finalization, vouchers, the ledger,
+Stripe and payouts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from billing import services
 from billing import stripe_gateway as gateway
 from billing.models import Invoice
 from core.timeutils import Window, utcnow
-from marketplace.models import Bid, Lease, LeaseAllocation, LeaseEvent, Offer, Pool
+from marketplace import demo as market_demo
+from marketplace.models import Lease, Pool
 from metering.models import UsageHour
 
 logger = logging.getLogger(__name__)
@@ -41,55 +43,6 @@ MONTHS = [(2026, 9), (2026, 10)]
 
 def _buyer(domain: str) -> Organization | None:
     return Organization.objects.filter(memberships__user__email__endswith=f"@{domain}").distinct().first()
-
-
-def _past_lease(buyer: Organization, pool: Pool, accelerators: int, start: datetime, days: int, price: str) -> Lease:
-    end = start + timedelta(days=days)
-    offer = Offer.objects.create(
-        organization=pool.organization,
-        pool=pool,
-        accelerators=accelerators,
-        start=start,
-        end=end,
-        ask=Decimal(price),
-        status="filled",
-    )
-    bid = Bid.objects.create(
-        organization=buyer,
-        accelerators=accelerators,
-        hours=days * 24,
-        earliest_start=start,
-        latest_end=end,
-        limit_price=Decimal(price),
-        price_unit="acc_hour",
-        status="filled",
-        filled_accelerators=accelerators,
-    )
-    lease = Lease.objects.create(
-        bid=bid,
-        offer=offer,
-        pool=pool,
-        buyer=buyer,
-        provider=pool.organization,
-        accelerators=accelerators,
-        start=start,
-        end=end,
-        price=Decimal(price),
-        status="completed",
-        confirm_by=start,
-    )
-    # Accelerator indexes from the top of the pool, clear of the live market's first-fit allocations.
-    LeaseAllocation.objects.bulk_create(
-        LeaseAllocation(lease=lease, pool=pool, accelerator_index=pool.accelerator_count - 1 - i, period=(start, end))
-        for i in range(accelerators)
-    )
-    LeaseEvent.objects.bulk_create(
-        [
-            LeaseEvent(lease=lease, from_status="pending", to_status="active", actor_label="demo"),
-            LeaseEvent(lease=lease, from_status="active", to_status="completed", actor_label="demo"),
-        ]
-    )
-    return lease
 
 
 def _usage(lease: Lease, missing_hours: int, tdp_w: int) -> None:
@@ -139,6 +92,7 @@ def seed() -> None:
     september = Window.month(*MONTHS[0])
     if Invoice.objects.filter(buyer__in=[b for b in buyers.values() if b], period_start=september.start).exists():
         return
+    now = utcnow()
     with transaction.atomic():
         for year, month in MONTHS:
             for domain, pool_name, accelerators, day, days, price, missing in HISTORY:
@@ -147,9 +101,16 @@ def seed() -> None:
                 if pool is None or buyer is None:
                     continue
                 start = datetime(year, month, day, tzinfo=UTC)
-                lease = _past_lease(buyer, pool, accelerators, start, days, price)
+                lease = market_demo.backdated_lease(
+                    buyer=buyer,
+                    pool=pool,
+                    accelerators=accelerators,
+                    start=start,
+                    end=start + timedelta(days=days),
+                    price=Decimal(price),
+                    now=now,
+                )
                 _usage(lease, missing if month == 10 else 0, pool.accelerator_model.tdp_w or 400)
-    now = utcnow()
     for index, (year, month) in enumerate(MONTHS):
         window = Window.month(year, month)
         drafts = services.invoice_run(window=window, buyer_ids=[b.pk for b in buyers.values() if b], at=now)

@@ -478,3 +478,66 @@ def seed_market(*, now: datetime | None = None) -> None:
     rng = random.Random(MARKET_SEED)  # noqa: S311 (demo data, not security)
     _post_offers(pools, now, rng)
     _place_bids(now, rng)
+
+
+def backdated_lease(
+    *, buyer: Organization, pool: Pool, accelerators: int, start: datetime, end: datetime, price: Decimal, now: datetime
+) -> Lease:
+    """A lease in the past (or begun in the past) for later apps' demos, written directly with its offer, bid,
+    allocations and history: the market only sells current and future hours, and metering's and billing's demos
+    need leases that already ran. Takes the pool's lowest accelerator indexes free over the period."""
+    from marketplace.models import Bid, LeaseAllocation, LeaseEvent
+
+    offer = Offer.objects.create(
+        organization=pool.organization,
+        pool=pool,
+        accelerators=accelerators,
+        start=start,
+        end=end,
+        ask=price,
+        status=OrderStatus.FILLED,
+    )
+    bid = Bid.objects.create(
+        organization=buyer,
+        accelerators=accelerators,
+        hours=int((end - start).total_seconds() // 3600),
+        earliest_start=start,
+        latest_end=end,
+        limit_price=price,
+        price_unit="acc_hour",
+        status=OrderStatus.FILLED,
+        filled_accelerators=accelerators,
+        fixed_start=start,
+    )
+    status = LeaseStatus.ACTIVE if end > now else LeaseStatus.COMPLETED
+    lease = Lease.objects.create(
+        bid=bid,
+        offer=offer,
+        pool=pool,
+        buyer=buyer,
+        provider=pool.organization,
+        accelerators=accelerators,
+        start=start,
+        end=end,
+        price=price,
+        status=status,
+        confirm_by=start,
+    )
+    taken = set(
+        LeaseAllocation.objects.filter(pool=pool, period__overlap=(start, end)).values_list(
+            "accelerator_index", flat=True
+        )
+    )
+    free = [i for i in range(pool.accelerator_count) if i not in taken][:accelerators]
+    LeaseAllocation.objects.bulk_create(
+        [LeaseAllocation(lease=lease, pool=pool, accelerator_index=i, period=(start, end)) for i in free]
+    )
+    events = [
+        LeaseEvent(lease=lease, from_status=LeaseStatus.PENDING, to_status=LeaseStatus.ACTIVE, actor_label="demo")
+    ]
+    if status == LeaseStatus.COMPLETED:
+        events.append(
+            LeaseEvent(lease=lease, from_status=LeaseStatus.ACTIVE, to_status=LeaseStatus.COMPLETED, actor_label="demo")
+        )
+    LeaseEvent.objects.bulk_create(events)
+    return lease

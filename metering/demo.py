@@ -24,7 +24,8 @@ from django.db import transaction
 
 from accounts.models import Organization, OrganizationKind, User
 from core.timeutils import HOUR, Window, floor_hour, utcnow
-from marketplace.models import Bid, Lease, LeaseAllocation, Offer, OrderStatus, Pool, PoolStatus
+from marketplace import demo as market_demo
+from marketplace.models import Lease, Pool, PoolStatus
 from metering import agent, services, signing
 from metering.models import Dispute, SigningKey
 
@@ -94,48 +95,8 @@ def _backdated_demo_leases(now: datetime) -> list[Lease]:
         buyer = buyers[index % len(buyers)]
         end = start + timedelta(days=days)
         price = Decimal("18.50") if index == 0 else Decimal("9.80")
-        offer = Offer.objects.create(
-            organization=pool.organization,
-            pool=pool,
-            accelerators=accelerators,
-            start=start,
-            end=end,
-            ask=price,
-            status=OrderStatus.FILLED,
-        )
-        bid = Bid.objects.create(
-            organization=buyer,
-            accelerators=accelerators,
-            hours=days * 24,
-            earliest_start=start,
-            latest_end=end,
-            limit_price=price,
-            price_unit="acc_hour",
-            status=OrderStatus.FILLED,
-            filled_accelerators=accelerators,
-            fixed_start=start,
-        )
-        lease = Lease.objects.create(
-            bid=bid,
-            offer=offer,
-            pool=pool,
-            buyer=buyer,
-            provider=pool.organization,
-            accelerators=accelerators,
-            start=start,
-            end=end,
-            price=price,
-            status="active" if end > now else "completed",
-            confirm_by=start,
-        )
-        taken = set(
-            LeaseAllocation.objects.filter(pool=pool, period__overlap=(start, end)).values_list(
-                "accelerator_index", flat=True
-            )
-        )
-        free = [i for i in range(pool.accelerator_count) if i not in taken][:accelerators]
-        LeaseAllocation.objects.bulk_create(
-            [LeaseAllocation(lease=lease, pool=pool, accelerator_index=i, period=(start, end)) for i in free]
+        lease = market_demo.backdated_lease(
+            buyer=buyer, pool=pool, accelerators=accelerators, start=start, end=end, price=price, now=now
         )
         leases.append(lease)
     return leases
