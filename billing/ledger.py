@@ -46,10 +46,6 @@ def credit(kind: AccountKind, organization_id: int | None, amount_minor: int) ->
     return Leg(kind, organization_id, -amount_minor)
 
 
-def ledger_account(kind: AccountKind, organization_id: int | None, currency: str) -> LedgerAccount:
-    return ledger_accounts([(kind, organization_id)], currency)[(kind, organization_id)]
-
-
 def ledger_accounts(
     keys: Iterable[tuple[AccountKind, int | None]], currency: str
 ) -> dict[tuple[AccountKind, int | None], LedgerAccount]:

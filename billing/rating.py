@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from core.money import from_minor, line_amount_minor, to_minor
@@ -268,8 +268,18 @@ def vat_minor(subtotal_minor: int, vat_rate: Decimal, currency: str) -> int:
     return line_amount_minor(from_minor(subtotal_minor, currency), vat_rate, currency)
 
 
+class PricedLine(Protocol):
+    """A rated line or a stored invoice line: all the totals need."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def amount_minor(self) -> int: ...
+
+
 def invoice_totals(
-    lines: Sequence[RatedLine], *, vat_rate: Decimal, currency: str, subsidy_deducted_minor: int = 0
+    lines: Sequence[PricedLine], *, vat_rate: Decimal, currency: str, subsidy_deducted_minor: int = 0
 ) -> Totals:
     subtotal = sum(line.amount_minor for line in lines if line.kind != "subsidy")
     vat = vat_minor(subtotal, vat_rate, currency)

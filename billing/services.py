@@ -446,7 +446,7 @@ def _finalize_locked(pk: int, *, actor: Any, at: datetime) -> Invoice:
         )
     InvoiceLine.objects.bulk_create(subsidy_rows)
     totals = rating.invoice_totals(
-        [_as_rated(line) for line in lines],
+        lines,
         vat_rate=invoice.vat_rate,
         currency=invoice.currency,
         subsidy_deducted_minor=min(deducted, max(invoice.total_minor, 0)),
@@ -503,21 +503,6 @@ def _finalize_locked(pk: int, *, actor: Any, at: datetime) -> Invoice:
     if invoice.amount_due_minor <= 0:
         _invoice_settle(invoice, at=at)
     return invoice
-
-
-def _as_rated(line: InvoiceLine) -> rating.RatedLine:
-    return rating.RatedLine(
-        kind=line.kind,
-        description_key=line.kind,
-        description_params={},
-        subject_public_id=line.subject_public_id,
-        provider_id=line.provider_id,
-        pool_id=line.pool_id,
-        quantity=line.quantity,
-        unit=line.unit,
-        unit_price=line.unit_price,
-        amount_minor=line.amount_minor,
-    )
 
 
 def _payouts_plan(invoice: Invoice, shares: list[OwnerShare]) -> None:
