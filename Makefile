@@ -7,7 +7,7 @@ export DJANGO_SETTINGS_MODULE := config.settings
 OFFLINE_DB := postgres://suanli@localhost:5432/suanli
 PROD_ENV := DJANGO_DEBUG=0 SECRET_KEY=check-deploy-$$(date +%s)-a-long-random-secret-key-for-the-deploy-check ALLOWED_HOSTS=suanli.example.com DATABASE_URL=$(OFFLINE_DB) CELERY_BROKER_URL=redis://localhost:6379/0
 
-.PHONY: run test check lint typecheck migrations-check deploy-check setup messages bench stop-db clean
+.PHONY: run test check lint typecheck migrations-check deploy-check security setup messages bench stop-db clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,14 @@ migrations-check: setup
 deploy-check: setup
 	$(PROD_ENV) $(BIN)/python manage.py check --deploy --fail-level WARNING
 
-check: lint typecheck migrations-check deploy-check test
+# Security gates: bandit over the apps (configured in pyproject.toml; tests are excluded), then pip-audit, strict,
+# over the pinned requirements and the installed environment. An unreachable vulnerability database fails the
+# gate ("audit NOT performed") unless SUANLI_AUDIT_OFFLINE=warn, which .ci/run sets (see devtools/security_audit.py).
+security: setup
+	$(BIN)/bandit -c pyproject.toml -q -r core accounts marketplace metering vouchers green billing config devtools
+	$(BIN)/python -m devtools.security_audit
+
+check: lint typecheck migrations-check deploy-check security test
 
 stop-db: $(BIN)/.installed
 	$(BIN)/python -m devtools.pg stop

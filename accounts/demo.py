@@ -14,7 +14,7 @@ from stdnum.cn import uscc as uscc_number
 from accounts.models import Membership, Organization, OrganizationKind, OrganizationStatus, Role, User
 from accounts.services import ShareholderInput, company_profile_save
 
-DEMO_PASSWORD = "suanli-demo-2026"  # noqa: S105 - documented demo login, never used in production
+DEMO_PASSWORD = "suanli-demo-2026"  # noqa: S105 - documented demo login, never used in production  # nosec B105
 
 
 def demo_uscc(body17: str) -> str:

@@ -31,6 +31,7 @@ from accounts.middleware import SESSION_KEY
 from accounts.models import Role
 from accounts.services import ShareholderInput
 from core.errors import ApplicationError
+from core.secret_values import seal, unseal
 
 
 @require_GET
@@ -193,8 +194,11 @@ def invitation_accept(request: HttpRequest, token: str) -> HttpResponse:
     return render(request, "accounts/invitation_accept.html", {"invitation": invitation, "token": token})
 
 
-# A new key's raw value waits here between the POST that created it and the page that shows it once.
+# A new key's raw value waits here between the POST that created it and the page that shows it once, sealed
+# (encrypted with a key derived from SECRET_KEY): the session table never holds it in clear.
 NEW_API_KEY_SESSION_KEY = "accounts.new_api_key"
+NEW_API_KEY_PURPOSE = "accounts.new_api_key"
+NEW_API_KEY_MAX_AGE_SECONDS = 600
 
 
 @require_http_methods(["GET", "POST"])
@@ -214,13 +218,15 @@ def api_keys(request: HttpRequest) -> HttpResponse:
                 # Post/redirect/get, so that reloading the page does not create a second key.
                 request.session[NEW_API_KEY_SESSION_KEY] = {
                     "organization": str(acting.organization.public_id),
-                    "key": raw_key,
+                    "key": seal(raw_key, purpose=NEW_API_KEY_PURPOSE),
                 }
                 return redirect("accounts:api-keys")
     new_key = request.session.pop(NEW_API_KEY_SESSION_KEY, None) if request.method == "GET" else None
     shown_once = None
     if new_key and new_key.get("organization") == str(acting.organization.public_id):
-        shown_once = new_key.get("key")
+        shown_once = unseal(
+            new_key.get("key", ""), purpose=NEW_API_KEY_PURPOSE, max_age_seconds=NEW_API_KEY_MAX_AGE_SECONDS
+        )
     context = {
         "form": form,
         "api_keys": selectors.api_key_list(acting.organization),

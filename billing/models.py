@@ -28,6 +28,9 @@ class AccountKind(models.TextChoices):
     VOUCHER_RECEIVABLE = "voucher_receivable", _("Voucher issuer receivable")
     PROVIDER_PENDING = "provider_pending", _("Provider payable (awaiting payment)")
     PROVIDER_PAYABLE = "provider_payable", _("Provider payable (available)")
+    # A credit note on an invoice whose payout was already transferred: the provider owes it back, and it is
+    # taken from their next payouts.
+    PROVIDER_RECEIVABLE = "provider_receivable", _("Provider receivable (credited after payout)")
     PLATFORM_FEE = "platform_fee", _("Platform fee revenue")
     VAT_PAYABLE = "vat_payable", _("VAT payable")
     STRIPE_CASH = "stripe_cash", _("Cash at Stripe")
@@ -36,7 +39,13 @@ class AccountKind(models.TextChoices):
 
 # Debit-normal accounts (assets) show debits as positive balances; the others are credit-normal.
 DEBIT_NORMAL = frozenset(
-    {AccountKind.BUYER_RECEIVABLE, AccountKind.VOUCHER_RECEIVABLE, AccountKind.STRIPE_CASH, AccountKind.BANK_CASH}
+    {
+        AccountKind.BUYER_RECEIVABLE,
+        AccountKind.VOUCHER_RECEIVABLE,
+        AccountKind.PROVIDER_RECEIVABLE,
+        AccountKind.STRIPE_CASH,
+        AccountKind.BANK_CASH,
+    }
 )
 # Balances that must never go below zero: we never pay a provider more than is available to them.
 GUARDED = frozenset({AccountKind.PROVIDER_PENDING, AccountKind.PROVIDER_PAYABLE})
@@ -440,7 +449,10 @@ class Payout(PublicIdModel):
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     gross_minor = models.BigIntegerField()  # the owner's share of the invoice lines, before the fee
     fee_minor = models.BigIntegerField()
-    amount_minor = models.BigIntegerField()  # transferred: gross - fee
+    amount_minor = models.BigIntegerField()  # the owner's net: gross - fee
+    # Taken back from this payout for credit notes on earlier invoices already transferred (the owner's provider
+    # receivable); decided under lock before the transfer, which sends amount - clawback. Null: not decided yet.
+    clawback_minor = models.BigIntegerField(null=True, blank=True)
     breakdown = models.JSONField(default=list)  # per pool: line amounts, share %, fee rate
     status = models.CharField(max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.PENDING)
     stripe_transfer_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
@@ -454,12 +466,22 @@ class Payout(PublicIdModel):
             models.UniqueConstraint(fields=["invoice", "owner"], name="payout_once_per_invoice_owner"),
             models.CheckConstraint(condition=Q(amount_minor=F("gross_minor") - F("fee_minor")), name="payout_net"),
             models.CheckConstraint(condition=Q(amount_minor__gte=0, fee_minor__gte=0), name="payout_non_negative"),
+            models.CheckConstraint(
+                condition=Q(clawback_minor__isnull=True)
+                | Q(clawback_minor__gte=0, clawback_minor__lte=F("amount_minor")),
+                name="payout_clawback_within_amount",
+            ),
         ]
         verbose_name = _("payout")
         verbose_name_plural = _("payouts")
 
     def __str__(self) -> str:
         return f"{self.owner} {self.amount_minor} {self.currency}"
+
+    @property
+    def transfer_minor(self) -> int:
+        """What is (or will be) sent to the owner."""
+        return self.amount_minor - (self.clawback_minor or 0)
 
 
 class ReconciliationRun(models.Model):

@@ -132,7 +132,9 @@ def rate_lease(charge: LeaseCharge) -> list[RatedLine]:
         "pool_id": charge.pool_id,
         "chip_domestic": charge.chip_domestic,
     }
-    capacity_minor = line_amount_minor(hours, price, charge.currency)
+    # Amounts from exact hours (seconds / 3600 as a fraction): a 28-digit Decimal of 30,000 s / 3,600 is just
+    # below 8⅓, which turned an exact half fen into a round-down (found by the Hypothesis test in test_rating).
+    capacity_minor = line_amount_minor(_exact_hours(charge.contracted_accelerator_seconds), price, charge.currency)
     lines = [
         RatedLine(
             kind="capacity",
@@ -159,7 +161,7 @@ def rate_lease(charge: LeaseCharge) -> list[RatedLine]:
         exact = (
             Fraction(charge.sla_credit_ratio) * _exact_hours(charge.contracted_accelerator_seconds) * Fraction(price)
         )
-        credit_minor = -to_minor(Decimal(exact.numerator) / Decimal(exact.denominator), charge.currency)
+        credit_minor = -to_minor(exact, charge.currency)
         credit_minor = max(credit_minor, -capacity_minor)
         if credit_minor:
             lines.append(
@@ -180,7 +182,8 @@ def rate_lease(charge: LeaseCharge) -> list[RatedLine]:
                 )
             )
     if charge.dispute_credit_accelerator_seconds > 0:
-        credit_hours = _hours(min(charge.dispute_credit_accelerator_seconds, charge.contracted_accelerator_seconds))
+        credit_seconds = min(charge.dispute_credit_accelerator_seconds, charge.contracted_accelerator_seconds)
+        credit_hours = _hours(credit_seconds)
         lines.append(
             RatedLine(
                 kind="dispute_credit",
@@ -189,7 +192,7 @@ def rate_lease(charge: LeaseCharge) -> list[RatedLine]:
                 quantity=credit_hours,
                 unit="accelerator-hour",
                 unit_price=-price,
-                amount_minor=line_amount_minor(credit_hours, -price, charge.currency),
+                amount_minor=line_amount_minor(_exact_hours(credit_seconds), -price, charge.currency),
                 **common,
             )
         )

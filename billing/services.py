@@ -31,7 +31,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Organization
 from billing import rating, selectors
 from billing import stripe_gateway as gateway
-from billing.ledger import credit, debit, ledger_post
+from billing.ledger import Leg, credit, debit, ledger_post
 from billing.models import (
     OPEN_PAYMENT_STATUSES,
     AccountKind,
@@ -42,6 +42,7 @@ from billing.models import (
     InvoiceSeries,
     InvoiceStatus,
     JournalEntry,
+    LedgerAccount,
     Payment,
     PaymentStatus,
     Payout,
@@ -644,11 +645,6 @@ def credit_note_issue(
             buyer_credit_minor=net_minor + vat - voucher_part,
             reason=reason,
         )
-        # The owners' and platform's parts, in proportion to their parts of the invoice.
-        payouts = list(Payout.objects.filter(invoice=invoice).exclude(status=PayoutStatus.CANCELLED).order_by("id"))
-        weights = [p.amount_minor for p in payouts] + [sum(p.fee_minor for p in payouts)]
-        parts = allocate_minor(net_minor, weights) if sum(weights) > 0 else [0] * len(weights)
-        owner_account = AccountKind.PROVIDER_PAYABLE if invoice.payouts_released else AccountKind.PROVIDER_PENDING
         legs = [
             credit(AccountKind.BUYER_RECEIVABLE, invoice.buyer_id, note.buyer_credit_minor),
             *(
@@ -657,8 +653,7 @@ def credit_note_issue(
                 if r.settlement_mode in SUBSIDY_DEDUCTED_MODES
             ),
             debit(AccountKind.VAT_PAYABLE, None, vat),
-            debit(AccountKind.PLATFORM_FEE, None, parts[-1]),
-            *(debit(owner_account, p.owner_id, part) for p, part in zip(payouts, parts[:-1], strict=True)),
+            *_credit_note_owner_legs(invoice, net_minor),
         ]
         ledger_post(
             kind="credit_note",
@@ -678,6 +673,64 @@ def credit_note_issue(
         if invoice.status == InvoiceStatus.PAID:
             outbox_enqueue("billing.tasks.credit_note_refund", kwargs={"credit_note_public_id": str(note.public_id)})
     return note
+
+
+def _credit_note_owner_legs(invoice: Invoice, net_minor: int) -> list[Leg]:
+    """Take a credit back from the owners and the platform fee in proportion to their parts of the invoice.
+
+    An owner's part comes off their payout while it is not transferred (the payout shrinks, so the transfer
+    matches what they are owed); once transferred, the owner owes it back (provider receivable), and it is taken
+    from their next payouts. Either way no guarded payable balance goes below zero."""
+    payouts = list(
+        Payout.objects.select_for_update().filter(invoice=invoice).exclude(status=PayoutStatus.CANCELLED).order_by("id")
+    )
+    weights = [p.amount_minor for p in payouts] + [p.fee_minor for p in payouts]
+    parts = allocate_minor(net_minor, weights) if sum(weights) > 0 else [0] * len(weights)
+    owner_parts, fee_parts = parts[: len(payouts)], parts[len(payouts) :]
+    owner_account = AccountKind.PROVIDER_PAYABLE if invoice.payouts_released else AccountKind.PROVIDER_PENDING
+    legs = [debit(AccountKind.PLATFORM_FEE, None, sum(fee_parts))]
+    for payout, owner_part, fee_part in zip(payouts, owner_parts, fee_parts, strict=True):
+        from_payout = min(owner_part, payout.amount_minor) if payout.status == PayoutStatus.PENDING else 0
+        if payout.status == PayoutStatus.PENDING and (from_payout or fee_part):
+            fee_cut = min(fee_part, payout.fee_minor)
+            Payout.objects.filter(pk=payout.pk).update(
+                amount_minor=F("amount_minor") - from_payout,
+                fee_minor=F("fee_minor") - fee_cut,
+                gross_minor=F("gross_minor") - from_payout - fee_cut,
+            )
+        legs.append(debit(owner_account, payout.owner_id, from_payout))
+        legs.append(debit(AccountKind.PROVIDER_RECEIVABLE, payout.owner_id, owner_part - from_payout))
+    return legs
+
+
+def _payout_clawback_decide(payout: Payout) -> Payout:
+    """Before the transfer: take what the owner owes back (provider receivable) from this payout, once, under
+    the owner's receivable account lock so that two payouts never take the same debt."""
+    with transaction.atomic():
+        locked = Payout.objects.select_for_update().select_related("invoice", "owner").get(pk=payout.pk)
+        if locked.status != PayoutStatus.PENDING or locked.clawback_minor is not None:
+            return locked
+        receivable = (
+            LedgerAccount.objects.select_for_update()
+            .filter(kind=AccountKind.PROVIDER_RECEIVABLE, organization_id=locked.owner_id, currency=locked.currency)
+            .first()
+        )
+        owed = max(receivable.balance_minor, 0) if receivable else 0
+        locked.clawback_minor = min(owed, locked.amount_minor)
+        if locked.clawback_minor:
+            ledger_post(
+                kind="payout_clawback",
+                idempotency_key=f"payout-clawback-{locked.public_id}",
+                currency=locked.currency,
+                legs=[
+                    debit(AccountKind.PROVIDER_PAYABLE, locked.owner_id, locked.clawback_minor),
+                    credit(AccountKind.PROVIDER_RECEIVABLE, locked.owner_id, locked.clawback_minor),
+                ],
+                memo=f"{locked.invoice.number_display}: credit notes on earlier invoices",
+                invoice=locked.invoice,
+            )
+        locked.save(update_fields=["clawback_minor"])
+    return locked
 
 
 # --- Payments -------------------------------------------------------------------------------------------------
@@ -774,6 +827,11 @@ def payment_sync(*, payment_intent_id: str, at: datetime | None = None) -> Payme
             )
             Invoice.objects.filter(pk=invoice.pk).update(amount_paid_minor=F("amount_paid_minor") + intent.amount_minor)
             payment.succeeded_at = at
+            audit_record(
+                action="billing.payment_succeeded", target=payment, actor_label="system:stripe",
+                organization=invoice.buyer, before={"status": payment.status},
+                after={"status": PaymentStatus.SUCCEEDED, "amount_minor": intent.amount_minor, "intent": intent.id},
+            )  # fmt: skip
             invoice.refresh_from_db()
             if invoice.outstanding_minor <= 0:
                 _invoice_settle(invoice, at=at)
@@ -804,6 +862,10 @@ def _refund_record(payment: Payment, invoice: Invoice, *, refund_id: str, amount
     )
     Payment.objects.filter(pk=payment.pk).update(amount_refunded_minor=F("amount_refunded_minor") + amount_minor)
     Invoice.objects.filter(pk=invoice.pk).update(amount_paid_minor=F("amount_paid_minor") - amount_minor)
+    audit_record(
+        action="billing.refund_recorded", target=payment, actor_label="system:stripe", organization=invoice.buyer,
+        after={"refund": refund_id, "amount_minor": amount_minor, "invoice": invoice.number_display},
+    )  # fmt: skip
 
 
 def credit_note_refund(*, credit_note: CreditNote) -> None:
@@ -893,11 +955,14 @@ def payout_execute(*, payout: Payout, at: datetime | None = None) -> Payout:
     payout = Payout.objects.select_related("invoice", "owner").get(pk=payout.pk)
     if payout.status != PayoutStatus.PENDING or not payout.invoice.payouts_released:
         return payout
+    payout = _payout_clawback_decide(payout)
+    if payout.status != PayoutStatus.PENDING:
+        return payout
     transfer_id = None
-    if payout.amount_minor > 0:
+    if payout.transfer_minor > 0:
         destination = _connected_account(payout.owner)
         transfer = gateway.transfer_create(
-            amount_minor=payout.amount_minor,
+            amount_minor=payout.transfer_minor,
             currency=payout.currency,
             destination=destination,
             transfer_group=payout.invoice.number_display,
@@ -909,14 +974,14 @@ def payout_execute(*, payout: Payout, at: datetime | None = None) -> Payout:
         locked = Payout.objects.select_for_update().get(pk=payout.pk)
         if locked.status != PayoutStatus.PENDING:
             return locked
-        if payout.amount_minor > 0:
+        if payout.transfer_minor > 0:
             ledger_post(
                 kind="payout",
                 idempotency_key=f"payout-{payout.public_id}",
                 currency=payout.currency,
                 legs=[
-                    debit(AccountKind.PROVIDER_PAYABLE, payout.owner_id, payout.amount_minor),
-                    credit(AccountKind.STRIPE_CASH, None, payout.amount_minor),
+                    debit(AccountKind.PROVIDER_PAYABLE, payout.owner_id, payout.transfer_minor),
+                    credit(AccountKind.STRIPE_CASH, None, payout.transfer_minor),
                 ],
                 memo=payout.invoice.number_display,
                 invoice=payout.invoice,
@@ -927,7 +992,8 @@ def payout_execute(*, payout: Payout, at: datetime | None = None) -> Payout:
         locked.save(update_fields=["status", "stripe_transfer_id", "paid_at"])
         audit_record(
             action="billing.payout_paid", target=locked, organization=payout.owner,
-            after={"amount_minor": payout.amount_minor, "transfer": transfer_id},
+            after={"amount_minor": payout.transfer_minor, "clawback_minor": payout.clawback_minor,
+                   "transfer": transfer_id},
         )  # fmt: skip
     return locked
 
@@ -948,16 +1014,22 @@ def voucher_settlements_post() -> int:
         key = f"voucher-settled-{row.public_id}"
         if JournalEntry.objects.filter(idempotency_key=key).exists():
             continue
-        ledger_post(
-            kind="voucher_settled",
-            idempotency_key=key,
-            currency=row.currency,
-            legs=[
-                debit(AccountKind.BANK_CASH, None, amount),
-                credit(AccountKind.VOUCHER_RECEIVABLE, row.issuer_id, amount),
-            ],
-            memo=row.fiscal_reference,
-        )
+        with transaction.atomic():
+            entry = ledger_post(
+                kind="voucher_settled",
+                idempotency_key=key,
+                currency=row.currency,
+                legs=[
+                    debit(AccountKind.BANK_CASH, None, amount),
+                    credit(AccountKind.VOUCHER_RECEIVABLE, row.issuer_id, amount),
+                ],
+                memo=row.fiscal_reference,
+            )
+            audit_record(
+                action="billing.voucher_settlement_posted", target=entry, actor_label="system:billing",
+                organization=Organization.objects.get(pk=row.issuer_id),
+                after={"redemption": str(row.public_id), "amount_minor": amount, "reference": row.fiscal_reference},
+            )  # fmt: skip
         posted += 1
     return posted
 
@@ -1044,7 +1116,7 @@ def reconciliation_run(*, window: Window) -> ReconciliationRun:
                     None,
                 )
             )
-        elif payout.amount_minor != transfer.amount_minor:
+        elif payout.transfer_minor != transfer.amount_minor:
             differences.append(
                 _difference(
                     "transfer",
@@ -1052,7 +1124,7 @@ def reconciliation_run(*, window: Window) -> ReconciliationRun:
                     transfer_id,
                     payout.invoice.number_display,
                     transfer.amount_minor,
-                    payout.amount_minor,
+                    payout.transfer_minor,
                 )
             )
     for paid_transfer_id, payout in our_payouts.items():

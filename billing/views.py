@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from django.conf import settings
@@ -117,6 +118,25 @@ def invoice_pdf(request: HttpRequest, invoice_id: UUID) -> HttpResponse:
     return response
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _allow_stripe_js(response: HttpResponse) -> HttpResponse:
+    """The pay page is the one portal page that runs a third party's script: add Stripe.js's origins to the
+    Content-Security-Policy (settings.CONTENT_SECURITY_POLICY) for this response only. Read per request, since
+    development and tests point STRIPE_JS_URL and STRIPE_API_BASE at the local Stripe (devtools/stripe_server.py),
+    whose fake Stripe.js calls its API from the page; the real Stripe.js also runs its card fields in frames."""
+    script = _origin(settings.STRIPE_JS_URL)
+    api = _origin(settings.STRIPE_API_BASE) if settings.STRIPE_API_BASE else "https://api.stripe.com"
+    frames = [script]
+    if script == "https://js.stripe.com":  # Stripe's published CSP list for Elements and 3-D Secure
+        frames += ["https://*.js.stripe.com", "https://hooks.stripe.com"]
+    response._csp_update = {"script-src": [script], "connect-src": [api], "frame-src": frames}  # type: ignore[attr-defined]
+    return response
+
+
 @require_http_methods(["GET", "POST"])
 @member_required(kinds=BUYERS, min_role=Role.MEMBER)
 def invoice_pay(request: HttpRequest, invoice_id: UUID) -> HttpResponse:
@@ -130,7 +150,7 @@ def invoice_pay(request: HttpRequest, invoice_id: UUID) -> HttpResponse:
             payment = services.payment_start(invoice=invoice, actor=request.user)
         except ApplicationError as exc:
             error = exc.errors[0].message
-    return render(
+    response = render(
         request,
         "billing/invoice_pay.html",
         {
@@ -141,6 +161,7 @@ def invoice_pay(request: HttpRequest, invoice_id: UUID) -> HttpResponse:
             "publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
         },
     )
+    return _allow_stripe_js(response)
 
 
 @require_GET

@@ -35,7 +35,7 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not (DEBUG or TESTING):
         raise RuntimeError("SECRET_KEY must be set when DJANGO_DEBUG is off (see README.md).")
-    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdefghijklmnop"  # noqa: S105
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdefghijklmnop"  # noqa: S105  # nosec B105  # debug and tests only
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]" if (DEBUG or TESTING) else "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_htmx",
     "template_partials",
+    "axes",  # login lockout after repeated failures (AXES_* below)
     # Suanli apps, in import order: core <- accounts <- marketplace <- metering <- {vouchers, green} <- billing
     "core",
     "accounts",
@@ -67,6 +68,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "core.middleware.PermissionsPolicyMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (CONTENT_SECURITY_POLICY below)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -78,6 +81,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "accounts.middleware.CurrentOrganizationMiddleware",
+    "axes.middleware.AxesMiddleware",  # turns a locked-out login into accounts.lockout.lockout_response
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -121,6 +125,18 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "accounts:dashboard"
 LOGOUT_REDIRECT_URL = "accounts:login"
+# django-axes watches every password login (portal and /admin/): AXES_FAILURE_LIMIT failures for one e-mail address
+# from one IP address lock that pair for AXES_COOLOFF_TIME; other addresses and other users are unaffected; a
+# success resets the count. The lock page is the login form with a message (accounts/lockout.py), status 429.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("AXES_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lock ends AXES_COOLOFF_TIME after it began, as shown
+AXES_USERNAME_FORM_FIELD = "username"  # the login forms' field (it holds the e-mail address)
+AXES_USERNAME_CALLABLE = "accounts.lockout.login_username"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
@@ -181,10 +197,38 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"  # Django's default, stated
+# Browser features the portal never uses (core.middleware.PermissionsPolicyMiddleware). "payment" stays allowed
+# for Stripe's card form on the pay page.
+PERMISSIONS_POLICY = {
+    feature: "()" for feature in ("camera", "microphone", "geolocation", "usb", "serial", "display-capture")
+}
 SILENCED_SYSTEM_CHECKS = [
     # HSTS preload is an opt-in decision of the operator (SECURE_HSTS_PRELOAD), not a default.
     "security.W021",
 ]
+
+# --- Content-Security-Policy (django-csp) -------------------------------------------------------------
+# Every portal page runs only our own static files: no inline <script>, no on*= handlers, no style="..."
+# attributes, no eval (htmx's eval features are off: <meta name="htmx-config"> in base.html). Chart data comes
+# from {{ value|json_script }} blocks, which are not executed. Styles set from JavaScript through the CSSOM
+# (ECharts, Bootstrap, Popper, our progress bars) are not subject to style-src. data: images are Bootstrap's
+# SVG icons in its CSS. The only third-party script is Stripe.js on the pay page, which adds its origins there
+# (billing.views.invoice_pay); the Redoc API docs add theirs (config/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- REST API ----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -200,6 +244,29 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 API_KEY_CUSTOM_HEADER = None  # "Authorization: Api-Key <key>", the library's default
+# API rate limits per API key (core.throttling): metering ingest has its own budget (a batch holds up to 10,000
+# records). Over the limit: 429, Retry-After and the error envelope. "off" lifts a limit. Tests, `make load` and the
+# benchmarks (SUANLI_TESTING) run unthrottled unless these variables are set; bench/ingest.py runs in production mode
+# and sends 200 batches per key and run, well below the ingest limit.
+API_THROTTLE_DEFAULT_RATES = {"api": "1200/min", "metering_ingest": "600/min"}
+API_THROTTLE_RATES: dict[str, str | None] = {
+    scope: None if rate.strip().lower() == "off" else rate.strip()
+    for scope, rate in {
+        "api": os.environ.get("API_THROTTLE_RATE", "off" if TESTING else API_THROTTLE_DEFAULT_RATES["api"]),
+        "metering_ingest": os.environ.get(
+            "API_THROTTLE_INGEST_RATE", "off" if TESTING else API_THROTTLE_DEFAULT_RATES["metering_ingest"]
+        ),
+    }.items()
+}
+API_THROTTLE_INGEST_VIEWS = ["api:metering-records"]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.throttling.ApiKeyRateThrottle"]
+# The cache holds the rate-limit counts: a shared one in production (CACHE_URL=redis://...), so that every web
+# process counts against one budget; the default (per process, in memory) suits one process.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["CACHE_URL"]}
+    if os.environ.get("CACHE_URL")
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Suanli API",
     "DESCRIPTION": "Metering, market and billing API of the Suanli compute-power exchange.",
@@ -224,6 +291,14 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 # Tests publish to a folder of their own, never to the queue a `make run` worker is consuming.
 _default_broker_dir = DATA_DIR / ("test-broker" + os.environ.get("SUANLI_TEST_DB_SUFFIX", "") if TESTING else "broker")
 BROKER_DIR = Path(os.environ.get("SUANLI_BROKER_DIR", _default_broker_dir))
+# Redis (production): visibility_timeout redelivers the task of a worker that died. Socket timeouts because a
+# frozen Redis accepts connections and never answers: without them a publish after commit would hang the
+# request forever (tests/faults/test_broker_freeze.py); the outbox keeps the work for the next relay.
+REDIS_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+    "visibility_timeout": 3600,
+    "socket_timeout": 3,
+    "socket_connect_timeout": 3,
+}
 if CELERY_BROKER_URL.startswith("filesystem"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
@@ -232,7 +307,7 @@ if CELERY_BROKER_URL.startswith("filesystem"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = REDIS_BROKER_TRANSPORT_OPTIONS
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
@@ -260,6 +335,8 @@ OUTBOX_REDELIVER_AFTER = float(os.environ.get("OUTBOX_REDELIVER_AFTER", "900"))
 # How long a publish may block when the broker is down before the outbox keeps the message for later: a
 # kombu retry policy (the keywords of Connection.ensure: max_retries, interval_start, interval_step, interval_max).
 OUTBOX_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+# After a failed publish, requests leave publishing to the relay for this long (core/outbox.py).
+OUTBOX_PUBLISH_PAUSE_AFTER_FAILURE = float(os.environ.get("OUTBOX_PUBLISH_PAUSE_AFTER_FAILURE", "15"))
 
 # --- Metering ----------------------------------------------------------------------------------------
 # A monthly billing period closes this long after it ends; later records become adjustments (DESIGN.md §4.4).
@@ -315,5 +392,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # not its banner on every command; lockouts still log (axes.handlers)
+    },
 }

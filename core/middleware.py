@@ -33,3 +33,20 @@ class RejectNullCharactersMiddleware:
             error = FieldError(code=validator.code, message=validator.message, field=field)
             return JsonResponse({"errors": [error.as_dict()]}, status=400, json_dumps_params={"ensure_ascii": False})
         return HttpResponseBadRequest(str(validator.message))
+
+
+class PermissionsPolicyMiddleware:
+    """``Permissions-Policy: settings.PERMISSIONS_POLICY`` on every response (browser features the portal never
+    uses are off for it and for any frame). Django's SecurityMiddleware sends the other security headers."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        from django.conf import settings
+
+        self.get_response = get_response
+        self.policy = ", ".join(f"{feature}={allow}" for feature, allow in settings.PERMISSIONS_POLICY.items())
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if self.policy:
+            response.headers.setdefault("Permissions-Policy", self.policy)
+        return response

@@ -40,7 +40,9 @@ def _as_decimal(value: Decimal | int | str) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
 
 
-def _exact(value: Decimal | int | str) -> Fraction:
+def _exact(value: Decimal | int | str | Fraction) -> Fraction:
+    if isinstance(value, Fraction):  # already exact (e.g. seconds / 3600): no trip through a 28-digit Decimal
+        return value
     decimal = _as_decimal(value)
     if not decimal.is_finite():
         raise ValueError(f"not a finite amount: {value!r}")
@@ -54,7 +56,7 @@ def _round_half_up(value: Fraction) -> int:
     return -rounded if value < 0 else rounded
 
 
-def to_minor(amount: Decimal | int | str, currency: str) -> int:
+def to_minor(amount: Decimal | int | str | Fraction, currency: str) -> int:
     """The one rounding helper: a major-unit amount (e.g. ¥12.345) to integer minor units, ROUND_HALF_UP.
 
     Exact for any size of amount (rational arithmetic, not Decimal's 28-digit context).
@@ -69,7 +71,7 @@ def from_minor(amount_minor: int, currency: str) -> Decimal:
     return Decimal(amount_minor).scaleb(-exponent(currency), context=Context(prec=MAX_PREC))
 
 
-def line_amount_minor(quantity: Decimal | int | str, unit_price: Decimal | int | str, currency: str) -> int:
+def line_amount_minor(quantity: Decimal | int | str | Fraction, unit_price: Decimal | int | str, currency: str) -> int:
     """quantity x unit price, rounded once to minor units: how every invoice line is priced.
 
     The product is exact (a 20-digit unit price times a 12-digit quantity has more digits than Decimal's

@@ -41,7 +41,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
     """POSTPROCESSING_HOOKS entry: an ``ErrorEnvelope`` component and a ``4XX`` response on every operation."""
     result.setdefault("components", {}).setdefault("schemas", {})[ERROR_ENVELOPE] = _ENVELOPE_SCHEMA
     error_response = {
-        "description": "The request was refused (invalid input, authentication, permission, not found, conflict...)",
+        "description": "The request was refused (invalid input, authentication, permission, not found, conflict, "
+        "or 429: over the API key's rate limit, retry after the Retry-After header's seconds)",
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_ENVELOPE}"}}},
     }
     for operations in result.get("paths", {}).values():

@@ -13,6 +13,7 @@ must be idempotent.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -34,8 +35,30 @@ def outbox_enqueue(
     message = OutboxMessage.objects.create(task_name=task_name, args=args or [], kwargs=kwargs or {})
     # robust: the change has committed by then; a failure to publish now must not turn it into an error for
     # the caller (who would retry the business action). The row stays pending for the next relay.
-    transaction.on_commit(lambda: outbox_relay(message_ids=[message.pk]), robust=True)
+    transaction.on_commit(lambda: _publish_after_commit(message.pk), robust=True)
     return message
+
+
+# Monotonic time until which this process leaves publishing to the relay. A broker that is down or frozen
+# costs a publish its socket timeouts; after one failure, the requests that follow commit at full speed and
+# the beat relay (which still tries every time) delivers their work once the broker is back.
+_publish_paused_until = 0.0
+
+
+def _publish_after_commit(message_id: int) -> None:
+    if time.monotonic() < _publish_paused_until:
+        return
+    outbox_relay(message_ids=[message_id])
+
+
+def _pause_publishing(seconds: float) -> None:
+    global _publish_paused_until
+    _publish_paused_until = time.monotonic() + seconds
+
+
+def outbox_publish_resume() -> None:
+    """Publish on commit again at once (tests; the pause also ends by itself)."""
+    _pause_publishing(0.0)
 
 
 def _publish(message: OutboxMessage) -> None:
@@ -74,6 +97,7 @@ def outbox_relay(*, message_ids: list[int] | None = None, batch_size: int = 500)
                 try:
                     _publish(message)
                 except Exception as exc:  # the broker is down: keep the row, try again later
+                    _pause_publishing(settings.OUTBOX_PUBLISH_PAUSE_AFTER_FAILURE)
                     message.last_error = f"{type(exc).__name__}: {exc}"[:2000]
                     message.save(update_fields=["attempts", "last_error"])
                     logger.warning("outbox: could not publish %s: %s", message.task_name, message.last_error)

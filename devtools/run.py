@@ -110,7 +110,7 @@ def stripe_webhook_register(api_base: str, webhook_url: str, env: dict[str, str]
     deadline = time.monotonic() + 30
     while True:
         try:
-            with urllib.request.urlopen(f"{api_base}/_config/ready", timeout=2):  # noqa: S310  (loopback)
+            with urllib.request.urlopen(f"{api_base}/_config/ready", timeout=2):  # noqa: S310  (loopback)  # nosec B310
                 break
         except OSError:
             if time.monotonic() > deadline:
@@ -119,7 +119,7 @@ def stripe_webhook_register(api_base: str, webhook_url: str, env: dict[str, str]
             time.sleep(0.2)
     body = urllib.parse.urlencode({"url": webhook_url, "secret": env["STRIPE_WEBHOOK_SECRET"]}).encode()
     request = urllib.request.Request(f"{api_base}/_config/webhooks/suanli", data=body, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (loopback)  # nosec B310
         pass
     print(f"Stripe (local fake): {api_base}, webhooks to {webhook_url}", flush=True)
 

@@ -40,7 +40,7 @@ import copy
 import hashlib
 import json
 import logging
-import pickle
+import pickle  # nosec B403  # localstripe keeps its store as a pickle of our own file
 import re
 import secrets
 import signal
@@ -73,7 +73,7 @@ def _store_load(self: ls.Store) -> None:
     if _DATA_FILE is None or not _DATA_FILE.exists():
         return
     with _DATA_FILE.open("rb") as f:
-        old = pickle.load(f)  # noqa: S301  (our own file)
+        old = pickle.load(f)  # noqa: S301  (our own file)  # nosec B301
     dict.clear(self)
     dict.update(self, old)
 
@@ -696,7 +696,12 @@ _JS_EXTENSION = r"""
 
 async def stripe_js(request: web.Request) -> web.Response:
     original = (Path(ls_server.__file__).parent / "localstripe-v3.js").read_text()
-    return web.Response(text=original + _JS_EXTENSION, content_type="application/javascript")
+    # localstripe declares a global ``class Element``, which shadows the DOM's Element and breaks Bootstrap's
+    # JavaScript on the pay page: give it a name of its own.
+    for code in ("class Element ", "new Element(", "instanceof Element)"):
+        original = original.replace(code, code.replace("Element", "LocalStripeElement"))
+    extension = _JS_EXTENSION.replace("instanceof Element)", "instanceof LocalStripeElement)")
+    return web.Response(text=original + extension, content_type="application/javascript")
 
 
 async def balance_retrieve(request: web.Request) -> web.Response:

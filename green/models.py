@@ -72,11 +72,26 @@ class EnergySource(models.TextChoices):
 
 
 class LotStatus(models.TextChoices):
+    """A lot's life (set by the services, never by hand):
+
+    - active: registered, nothing allocated yet; the provider may still withdraw it;
+    - reserved: partly allocated: some of its certificates now stand behind buyers' consumption (named on their
+      statements), so it can no longer be withdrawn; the rest is still allocated to later consumption;
+    - allocated: every Wh allocated;
+    - expired: its validity ended with Wh left: the allocation job moves an active or reserved lot here once every
+      month it could still cover (consumption before its expiry date) is closed, and never allocates it again;
+    - withdrawn: taken back by the provider before any allocation.
+
+    A reversal moves an allocated or reserved lot back to reserved, or to active when nothing stays allocated."""
+
     ACTIVE = "active", _("Active")
     RESERVED = "reserved", _("Reserved")
     ALLOCATED = "allocated", _("Fully allocated")
     EXPIRED = "expired", _("Expired")
     WITHDRAWN = "withdrawn", _("Withdrawn")
+
+
+ALLOCATABLE_STATUSES = (LotStatus.ACTIVE, LotStatus.RESERVED)
 
 
 def _serial_range() -> Func:
@@ -156,17 +171,30 @@ class CertificateLot(PublicIdModel):
 
 class ConsumptionAccount(models.Model):
     """The facility energy of one lease-hour and how much of it is green: allocated_wh never exceeds facility_wh,
-    so one consumed Wh is covered at most once however many allocation runs race or repeat."""
+    so one consumed Wh is covered at most once however many allocation runs race or repeat.
 
-    consumption_key = models.CharField(max_length=100, unique=True)
-    site = models.ForeignKey("marketplace.Site", on_delete=models.PROTECT, related_name="+")
+    A month holds a million of these rows, written in bulk by the allocation job, so the table carries only the
+    indexes its reads use, and its site and buyer are copies without database foreign keys (a key checked per
+    row would cost more than the rest of the insert): the job takes them from the joined leases and sites, which
+    are never deleted (PROTECT)."""
+
+    consumption_key = models.CharField(max_length=100, db_collation="C")  # byte order: cheap index inserts
+    site = models.ForeignKey(
+        "marketplace.Site", on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
+    )
     hour_start = models.DateTimeField()
     facility_wh = models.BigIntegerField()
     allocated_wh = models.BigIntegerField(default=0)
     # What the facility energy came from (set by the monthly job; empty for consumption built by hand):
     lease_public_id = models.UUIDField(null=True, blank=True)
     buyer = models.ForeignKey(
-        "accounts.Organization", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "accounts.Organization",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
     )
     it_energy_wh = models.BigIntegerField(null=True, blank=True, help_text="IT energy, measured or estimated")
     pue = models.DecimalField(max_digits=4, decimal_places=2, null=True, blank=True)
@@ -174,11 +202,11 @@ class ConsumptionAccount(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["buyer", "hour_start"]),
-            models.Index(fields=["site", "hour_start"]),
-            models.Index(fields=["lease_public_id"]),
+            models.Index(fields=["buyer", "hour_start"]),  # statements, buyer pages (also by lease: a filter)
+            models.Index(fields=["site", "hour_start"]),  # site shares, hourly matching
         ]
         constraints = [
+            models.UniqueConstraint(fields=["consumption_key"], name="consumption_account_key_unique"),
             models.CheckConstraint(condition=Q(facility_wh__gte=0), name="consumption_facility_non_negative"),
             models.CheckConstraint(
                 condition=Q(allocated_wh__gte=0, allocated_wh__lte=F("facility_wh")),
@@ -196,10 +224,10 @@ class Allocation(models.Model):
     """Green Wh of a lot assigned to one lease-hour. Final: a correction is a reversal row (negative Wh)."""
 
     lot = models.ForeignKey(CertificateLot, on_delete=models.PROTECT, related_name="allocations")
-    consumption_key = models.CharField(max_length=100)
+    consumption_key = models.CharField(max_length=100, db_collation="C")
     hour_start = models.DateTimeField()
     energy_wh = models.BigIntegerField()
-    run_key = models.CharField(max_length=100)
+    run_key = models.CharField(max_length=100, db_collation="C")
     created_at = models.DateTimeField(auto_now_add=True)
     reversal_of = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"

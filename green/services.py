@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Sum
+from django.db.models import Case, F, Sum, Value, When
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationKind
@@ -26,6 +26,7 @@ from core.outbox import outbox_enqueue
 from core.timeutils import parse_rfc3339, utcnow
 from green import allocation, emissions, hourly, selectors
 from green.models import (
+    ALLOCATABLE_STATUSES,
     WH_PER_CERTIFICATE,
     Allocation,
     AllocationPeriod,
@@ -434,16 +435,6 @@ class RunResult:
     energy_wh: int
 
 
-@dataclass(frozen=True)
-class _Account:
-    id: int
-    consumption_key: str
-    site_id: int
-    hour_start: datetime
-    facility_wh: int
-    allocated_wh: int
-
-
 _STAGING_COLUMNS = [
     "consumption_key",
     "site_id",
@@ -455,23 +446,65 @@ _STAGING_COLUMNS = [
     "pue",
     "estimated",
 ]
+_STAGING = "green_account_staging"
+_PLAN = "green_plan"
+_ACCOUNTS = "green_consumptionaccount"
+_LOTS = "green_certificatelot"
+_ALLOCATIONS = "green_allocation"
+MAX_ATTEMPTS = 5
 
 
-def _accounts_lock(consumption: Sequence[ConsumptionSlice]) -> list[_Account]:
-    """Create the missing consumption accounts (COPY into a staging table, then INSERT ... ON CONFLICT DO NOTHING in
-    key order, so racing runs cannot deadlock) and lock all of the run's accounts in id order."""
-    columns = ", ".join(_STAGING_COLUMNS)
+class _Refused(Exception):
+    """The database refused a write of the plan (a condition or a row count failed): the attempt is rolled back."""
+
+
+def _staging_create(cursor: Any) -> None:
+    """The run's staging tables (temporary, emptied at commit and at the start of each run): the consumption of
+    the run (``n`` numbers its rows: the usage hour's id, or the position) and the allocator's plan."""
+    cursor.execute(
+        f'CREATE TEMP TABLE IF NOT EXISTS {_STAGING} (n bigint, consumption_key varchar(100) COLLATE "C",'
+        " site_id bigint, hour_start timestamptz, facility_wh bigint, lease_public_id uuid, buyer_id bigint,"
+        " it_energy_wh bigint, pue numeric(4, 2), estimated boolean) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {_PLAN} (seq bigint, lot_id bigint, n bigint, energy_wh bigint,"
+        " existing boolean) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute(f"TRUNCATE {_STAGING}, {_PLAN}")  # empty even inside an enclosing transaction
+
+
+def _bulk_settings() -> None:
+    """Settings of an allocation run's transaction. Sorts and hashes of a million staged rows in memory rather
+    than in temporary files (work_mem). The commit does not wait for the run's WAL to reach the disk
+    (asynchronous commit: some hundred MB for a month of a million lease-hours): atomicity and every constraint are
+    unchanged; a crash within the next fraction of a second can only lose the whole run, never part of it, and
+    the lost run's month is then not completed, so the beat job runs it again."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS green_account_staging (consumption_key varchar(100), site_id bigint,"
-            " hour_start timestamptz, facility_wh bigint, lease_public_id uuid, buyer_id bigint, it_energy_wh bigint,"
-            " pue numeric(4, 2), estimated boolean) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE green_account_staging")  # empty even inside an enclosing transaction
-        with cursor.cursor.copy(f"COPY green_account_staging ({columns}) FROM STDIN") as copy:
-            for c in consumption:
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _analyze(cursor: Any, table: str) -> None:
+    """Statistics for a staging table (autovacuum never analyzes temporary tables): row counts and a small sample
+    are all the planner needs to choose hash joins."""
+    cursor.execute("SET LOCAL default_statistics_target = 10")
+    cursor.execute(f"ANALYZE {table}")
+    cursor.execute("RESET default_statistics_target")
+
+
+def _stage_slices(consumption: Sequence[ConsumptionSlice]) -> None:
+    """Stage consumption built in Python (tests, benchmarks, callers with their own figures)."""
+    columns = ", ".join(_STAGING_COLUMNS)
+    ordered = sorted(consumption, key=lambda c: (c.hour_start, c.key))
+    with connection.cursor() as cursor:
+        _staging_create(cursor)
+        with cursor.cursor.copy(f"COPY {_STAGING} (n, {columns}) FROM STDIN") as copy:
+            for n, c in enumerate(ordered):
+                if any(ch in c.key for ch in "\t\n\r\\"):
+                    raise ValueError(f"consumption key {c.key!r} holds a control character")
                 copy.write_row(
                     (
+                        n,
                         c.key,
                         c.site_id,
                         c.hour_start,
@@ -483,18 +516,242 @@ def _accounts_lock(consumption: Sequence[ConsumptionSlice]) -> list[_Account]:
                         c.estimated,
                     )
                 )
+        _analyze(cursor, _STAGING)
+
+
+def _stage_usage(*, start: datetime, end: datetime) -> tuple[int, int]:
+    """Stage every lease-hour of [start, end) straight from metering's usage hours in one INSERT ... SELECT (the
+    same figures as ``consumption_for_period``, which stays the specification). Returns (lease-hours, estimated)."""
+    select, params = selectors.lease_consumption_sql(start=start, end=end)
+    columns = ", ".join(_STAGING_COLUMNS)
+    with connection.cursor() as cursor:
+        _staging_create(cursor)
         cursor.execute(
-            f"INSERT INTO green_consumptionaccount ({columns}, allocated_wh)"  # noqa: S608 (names are ours)
-            f" SELECT {columns}, 0 FROM green_account_staging ORDER BY consumption_key"
-            " ON CONFLICT (consumption_key) DO NOTHING"
+            f"INSERT INTO {_STAGING} (n, {columns})"  # noqa: S608 (names are ours)
+            f" SELECT c.n, {columns} FROM ({select}) c",
+            params,
         )
+        _analyze(cursor, _STAGING)
+        cursor.execute(f"SELECT count(*), count(*) FILTER (WHERE estimated) FROM {_STAGING}")  # noqa: S608
+        hours, estimated = cursor.fetchone()
+    return hours, estimated
+
+
+def _lock_existing_accounts(cursor: Any) -> set[str]:
+    """Lock, in key order, the run's existing accounts that the run may change: those with facility Wh still
+    uncovered and those whose usage changed since (late usage: the new figures are written now; facility Wh never
+    drops below what is already allocated, as allocations are final). Returns the locked keys."""
+    changed = (
+        "(a.facility_wh, a.it_energy_wh, a.pue, a.estimated) IS DISTINCT FROM"
+        " (GREATEST(s.facility_wh, a.allocated_wh), s.it_energy_wh, s.pue, s.estimated)"
+    )
+    cursor.execute(
+        f"SELECT a.consumption_key, {changed} FROM {_ACCOUNTS} a"  # noqa: S608 (names are ours)
+        f" JOIN {_STAGING} s ON s.consumption_key = a.consumption_key"
+        f" WHERE a.allocated_wh < a.facility_wh OR {changed}"
+        " ORDER BY a.consumption_key FOR UPDATE OF a"
+    )
+    rows = cursor.fetchall()
+    late = [key for key, is_changed in rows if is_changed]
+    if late:
         cursor.execute(
-            "SELECT a.id, a.consumption_key, a.site_id, a.hour_start, a.facility_wh, a.allocated_wh"
-            " FROM green_consumptionaccount a"
-            " WHERE a.consumption_key IN (SELECT consumption_key FROM green_account_staging)"
-            " ORDER BY a.id FOR UPDATE OF a"
+            f"UPDATE {_ACCOUNTS} a SET facility_wh = GREATEST(s.facility_wh, a.allocated_wh),"  # noqa: S608
+            " it_energy_wh = s.it_energy_wh, pue = s.pue, estimated = s.estimated"
+            f" FROM {_STAGING} s WHERE s.consumption_key = a.consumption_key AND a.consumption_key = ANY(%s)",
+            [late],
         )
-        return [_Account(*row) for row in cursor.fetchall()]
+    return {key for key, _is_changed in rows}
+
+
+@dataclass
+class _Planning:
+    consumption: list[allocation.ConsumptionInput]
+    number: dict[str, int]  # consumption key -> staging n
+    existing: set[str]  # keys whose account exists (locked)
+    new_accounts: int  # staged keys without an account (inserted by this run)
+
+
+def _read_planning(
+    cursor: Any, *, locked: set[str], provinces: dict[int, str], site_rule: allocation.SiteRule
+) -> _Planning | None:
+    """What is still uncovered, per staged lease-hour (joined into a few large texts by the server: a million rows
+    arrive in 64 strings rather than a million messages). None when an
+    account appeared or changed since the accounts were locked (another run committed it): the caller retries."""
+    cursor.execute(
+        "SELECT string_agg(concat_ws(E'\\t', s.n, s.consumption_key, extract(epoch FROM s.hour_start)::bigint,"  # noqa: S608
+        " s.site_id, CASE WHEN a.id IS NULL THEN s.facility_wh ELSE a.facility_wh - a.allocated_wh END,"
+        " (a.id IS NOT NULL)::int), E'\\n')"
+        f" FROM {_STAGING} s LEFT JOIN {_ACCOUNTS} a ON a.consumption_key = s.consumption_key"
+        " WHERE a.id IS NULL OR a.allocated_wh < a.facility_wh GROUP BY s.n % 64"
+    )
+    text = "\n".join(chunk for (chunk,) in cursor.fetchall())
+    hours: dict[str, datetime] = {}
+    consumption = []
+    number: dict[str, int] = {}
+    existing: set[str] = set()
+    new_accounts = 0
+    for line in text.split("\n"):
+        if not line:
+            continue
+        n, key, epoch, site_id, remaining, is_existing = line.split("\t")
+        if is_existing == "1":
+            if key not in locked:
+                return None
+            existing.add(key)
+        else:
+            new_accounts += 1
+        wh = int(remaining)
+        if wh <= 0:
+            continue
+        hour = hours.get(epoch)
+        if hour is None:
+            hour = hours[epoch] = datetime.fromtimestamp(int(epoch), tz=UTC)
+        number[key] = int(n)
+        consumption.append(
+            allocation.ConsumptionInput(
+                id=key,
+                hour=hour,
+                facility_wh=wh,
+                site_id=int(site_id),
+                province=provinces[int(site_id)],
+                site_rule=site_rule,
+            )
+        )
+    return _Planning(consumption, number, existing, new_accounts)
+
+
+def _lock_lots(provinces: set[str], first_day: date) -> list[CertificateLot]:
+    """Lock, in id order, the lots that may cover the run's consumption (active or partly allocated, Wh left)."""
+    return list(
+        CertificateLot.objects.select_for_update()
+        .filter(status__in=ALLOCATABLE_STATUSES, province__in=provinces, expires_on__gt=first_day)
+        .filter(allocated_wh__lt=F("energy_wh"))
+        .order_by("id")
+    )
+
+
+def _write_plan(
+    cursor: Any, run_key: str, planning: _Planning, plan: list[allocation.AllocationSlice]
+) -> tuple[int, int]:
+    """Write the plan set-based, or raise _Refused. Returns the allocation rows and Wh written.
+
+    The plan is COPYed into a staging table; then: the run's new accounts are inserted with their planned Wh (in
+    key order: the same lock order in every run, and the key index grows at its end; a count short of the new keys,
+    or a unique violation, means another run created one meanwhile); the existing accounts and the lots get
+    ``allocated_wh + grouped sum`` under a condition that refuses any over-allocation (``<= facility_wh``,
+    ``<= energy_wh``, lot still allocatable), checked by the row count; the allocation rows are inserted by lot and,
+    within a lot, in plan order (a lot's serials are drawn in the order of its allocation ids). CHECK constraints
+    back every condition."""
+    lines = []
+    for seq, item in enumerate(plan):
+        key = item.consumption_id
+        lines.append(f"{seq}\t{item.lot_id}\t{planning.number[key]}\t{item.energy_wh}\t{key in planning.existing}\n")
+    with cursor.cursor.copy(f"COPY {_PLAN} (seq, lot_id, n, energy_wh, existing) FROM STDIN") as copy:
+        copy.write("".join(lines))
+    if plan:
+        _analyze(cursor, _PLAN)
+    if plan and Allocation.objects.filter(run_key=run_key).exists():
+        # A repeated run writes nothing twice: drop the (lot, consumption) pairs this run key already wrote.
+        cursor.execute(
+            f"DELETE FROM {_PLAN} p USING {_STAGING} s, {_ALLOCATIONS} al"  # noqa: S608 (names are ours)
+            " WHERE s.n = p.n AND al.run_key = %s AND al.lot_id = p.lot_id AND al.consumption_key = s.consumption_key",
+            [run_key],
+        )
+    columns = ", ".join(f"s.{c}" for c in _STAGING_COLUMNS)
+    cursor.execute(
+        f"INSERT INTO {_ACCOUNTS} ({', '.join(_STAGING_COLUMNS)}, allocated_wh)"  # noqa: S608 (names are ours)
+        f" SELECT {columns}, COALESCE(p.wh, 0) FROM {_STAGING} s"
+        f" LEFT JOIN (SELECT n, sum(energy_wh) AS wh FROM {_PLAN} WHERE NOT existing GROUP BY n) p ON p.n = s.n"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {_ACCOUNTS} a WHERE a.consumption_key = s.consumption_key)"
+        ' ORDER BY s.consumption_key COLLATE "C"'
+    )
+    if cursor.rowcount != planning.new_accounts:
+        raise _Refused
+    cursor.execute(
+        f"SELECT count(DISTINCT n) FILTER (WHERE existing), count(DISTINCT lot_id), COALESCE(sum(energy_wh), 0)"  # noqa: S608
+        f" FROM {_PLAN}"
+    )
+    existing_keys, lots, energy_wh = cursor.fetchone()
+    if existing_keys:
+        cursor.execute(
+            f"UPDATE {_ACCOUNTS} a SET allocated_wh = a.allocated_wh + p.wh"  # noqa: S608 (names are ours)
+            f" FROM (SELECT s.consumption_key, sum(p.energy_wh) AS wh FROM {_PLAN} p"
+            f" JOIN {_STAGING} s ON s.n = p.n WHERE p.existing GROUP BY s.consumption_key) p"
+            " WHERE a.consumption_key = p.consumption_key AND a.allocated_wh + p.wh <= a.facility_wh"
+        )
+        if cursor.rowcount != existing_keys:
+            raise _Refused
+    if lots:
+        cursor.execute(
+            f"UPDATE {_LOTS} l SET allocated_wh = l.allocated_wh + p.wh,"  # noqa: S608 (names are ours)
+            f" status = CASE WHEN l.allocated_wh + p.wh = l.energy_wh THEN '{LotStatus.ALLOCATED}'"
+            f" ELSE '{LotStatus.RESERVED}' END"
+            f" FROM (SELECT lot_id, sum(energy_wh) AS wh FROM {_PLAN} GROUP BY lot_id) p"
+            f" WHERE l.id = p.lot_id AND l.status IN ('{LotStatus.ACTIVE}', '{LotStatus.RESERVED}')"
+            " AND l.allocated_wh + p.wh <= l.energy_wh"
+        )
+        if cursor.rowcount != lots:
+            raise _Refused
+    cursor.execute(
+        f"INSERT INTO {_ALLOCATIONS} (lot_id, consumption_key, hour_start, energy_wh, run_key, created_at)"  # noqa: S608
+        f" SELECT p.lot_id, s.consumption_key, s.hour_start, p.energy_wh, %s, %s FROM {_PLAN} p"
+        f" JOIN {_STAGING} s ON s.n = p.n ORDER BY p.lot_id, p.seq",
+        [run_key, utcnow()],
+    )
+    return cursor.rowcount, energy_wh
+
+
+def _allocate_staged(*, run_key: str, site_rule: allocation.SiteRule, vintage_months: int) -> RunResult:
+    """Allocate the staged consumption (inside the caller's transaction). Lock order, the same in every run so racing
+    runs wait instead of deadlocking: existing accounts (key order), lots (id order), new accounts (key order, by
+    their insert). An attempt the database refused (another run committed some of the same accounts meanwhile) is
+    rolled back to its savepoint and planned again from what is now committed."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT array_agg(DISTINCT site_id), min(hour_start) FROM {_STAGING}")  # noqa: S608
+        site_ids, first_hour = cursor.fetchone()
+    if not site_ids:
+        return RunResult(run_key, 0, 0)
+    provinces = dict(Site.objects.filter(pk__in=site_ids).values_list("pk", "province"))
+    for _attempt in range(MAX_ATTEMPTS):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"TRUNCATE {_PLAN}")
+                locked = _lock_existing_accounts(cursor)
+                lots = _lock_lots(set(provinces.values()), first_hour.date())
+                planning = _read_planning(cursor, locked=locked, provinces=provinces, site_rule=site_rule)
+                if planning is None:
+                    raise _Refused
+                plan = allocation.allocate(
+                    [
+                        allocation.LotInput(
+                            id=lot.pk,
+                            remaining_wh=lot.remaining_wh,
+                            production_month=lot.production_month,
+                            expires_on=lot.expires_on,
+                            market=lot.market,
+                            province=lot.province,
+                            site_id=lot.site_id,
+                        )
+                        for lot in lots
+                    ],
+                    planning.consumption,
+                    vintage_months=vintage_months,
+                )
+                rows, energy_wh = _write_plan(cursor, run_key, planning, plan)
+                return RunResult(run_key, rows, energy_wh)
+        except _Refused:
+            continue
+        except IntegrityError:
+            # A racing run inserted one of the same new accounts (or, with the same run key, the same allocation
+            # row) first; after the last attempt the database's refusal itself is raised.
+            if _attempt == MAX_ATTEMPTS - 1:
+                raise
+            continue
+    raise ApplicationError(
+        "allocation_contended",
+        _("Other allocation runs kept changing the same consumption: try again."),
+        status_code=409,
+    )
 
 
 def allocation_run(
@@ -504,146 +761,20 @@ def allocation_run(
     site_rule: allocation.SiteRule = "same_province",
     vintage_months: int = allocation.DEFAULT_VINTAGE_MONTHS,
 ) -> RunResult:
-    """Allocate the eligible lots' remaining Wh to the consumption, in one transaction.
+    """Allocate the eligible lots' remaining Wh to the consumption, in one transaction, set-based.
 
-    The database holds the invariants whatever jobs race or repeat: lots and consumption accounts are locked in
-    id order before planning; each slice is written with conditional UPDATEs (``allocated_wh + x <= energy_wh`` on
-    the lot, ``<= facility_wh`` on the consumption) backed by CHECK constraints; and (run_key, lot, consumption)
-    is unique, so a repeated run writes nothing twice."""
+    The consumption is COPYed into a staging table and its accounts are created or updated (late usage) from it;
+    the pure allocator plans from what is still uncovered; the plan is written with a few statements (see
+    ``_write_plan``). The database holds the invariants whatever jobs race or repeat: row locks in one global order,
+    conditional grouped updates checked by row count, CHECK constraints (a lot's allocated Wh within its energy,
+    an account's within its facility Wh) and (run_key, lot, consumption) unique, so a repeated run writes nothing
+    twice and a forced run allocates only what is still uncovered."""
     if not consumption:
         return RunResult(run_key, 0, 0)
-    sites = {s.pk: s for s in Site.objects.filter(pk__in={c.site_id for c in consumption})}
-    written = 0
-    written_wh = 0
     with transaction.atomic():
-        accounts = _accounts_lock(consumption)
-        provinces = {s.province for s in sites.values()}
-        first_hour = min(c.hour_start for c in consumption)
-        lots = list(
-            CertificateLot.objects.select_for_update()
-            .filter(status=LotStatus.ACTIVE, province__in=provinces, expires_on__gt=first_hour.date())
-            .filter(allocated_wh__lt=F("energy_wh"))
-            .order_by("id")
-        )
-        plan = allocation.allocate(
-            [
-                allocation.LotInput(
-                    id=lot.pk,
-                    remaining_wh=lot.remaining_wh,
-                    production_month=lot.production_month,
-                    expires_on=lot.expires_on,
-                    market=lot.market,
-                    province=lot.province,
-                    site_id=lot.site_id,
-                )
-                for lot in lots
-            ],
-            [
-                allocation.ConsumptionInput(
-                    id=account.consumption_key,
-                    hour=account.hour_start,
-                    facility_wh=account.facility_wh - account.allocated_wh,
-                    site_id=account.site_id,
-                    province=sites[account.site_id].province,
-                    site_rule=site_rule,
-                )
-                for account in accounts
-            ],
-            vintage_months=vintage_months,
-        )
-        hours = {a.consumption_key: a.hour_start for a in accounts}
-        if _apply_plan(run_key, plan, hours):
-            written, written_wh = len(plan), sum(item.energy_wh for item in plan)
-        else:
-            for item in plan:
-                if not _apply_slice(run_key, item, hours[item.consumption_id]):
-                    continue
-                written += 1
-                written_wh += item.energy_wh
-        CertificateLot.objects.filter(pk__in=[lot.pk for lot in lots], allocated_wh=F("energy_wh")).update(
-            status=LotStatus.ALLOCATED
-        )
-    return RunResult(run_key, written, written_wh)
-
-
-WRITE_BATCH = 10_000
-
-
-def _add_wh(table: str, key_column: str, key_type: str, totals: dict[Any, int]) -> None:
-    """``allocated_wh += wh`` for many rows in a few statements (UPDATE ... FROM VALUES)."""
-    items = sorted(totals.items())
-    with connection.cursor() as cursor:
-        for start in range(0, len(items), WRITE_BATCH):
-            batch = items[start : start + WRITE_BATCH]
-            values = ", ".join(["(%s::" + key_type + ", %s::bigint)"] * len(batch))
-            cursor.execute(
-                f"UPDATE {table} AS t SET allocated_wh = t.allocated_wh + v.wh "  # noqa: S608 (names are ours)
-                f"FROM (VALUES {values}) AS v(k, wh) WHERE t.{key_column} = v.k",
-                [x for pair in batch for x in pair],
-            )
-            if cursor.rowcount != len(batch):
-                raise _SliceRefused
-
-
-def _apply_plan(run_key: str, plan: list[allocation.AllocationSlice], hours: dict[str, datetime]) -> bool:
-    """Write a whole plan in bulk (a savepoint: all or nothing). Exact because the run holds row locks on every lot
-    and consumption account it planned with; the CHECK constraints still refuse any over-allocation. Returns False
-    when the database refused it (e.g. a (run, lot, consumption) row of an earlier run with the same key): the
-    caller then writes slice by slice with conditional updates."""
-    if not plan:
-        return True
-    per_lot: dict[int, int] = {}
-    per_account: dict[str, int] = {}
-    for item in plan:
-        per_lot[item.lot_id] = per_lot.get(item.lot_id, 0) + item.energy_wh
-        per_account[item.consumption_id] = per_account.get(item.consumption_id, 0) + item.energy_wh
-    try:
-        with transaction.atomic():
-            now = utcnow()
-            with (
-                connection.cursor() as cursor,
-                cursor.cursor.copy(
-                    "COPY green_allocation (lot_id, consumption_key, hour_start, energy_wh, run_key, created_at)"
-                    " FROM STDIN"
-                ) as copy,
-            ):
-                for item in plan:
-                    copy.write_row(
-                        (item.lot_id, item.consumption_id, hours[item.consumption_id], item.energy_wh, run_key, now)
-                    )
-            _add_wh(CertificateLot._meta.db_table, "id", "bigint", per_lot)
-            _add_wh(ConsumptionAccount._meta.db_table, "consumption_key", "varchar", per_account)
-    except (IntegrityError, _SliceRefused):
-        return False
-    return True
-
-
-class _SliceRefused(Exception):
-    pass
-
-
-def _apply_slice(run_key: str, item: allocation.AllocationSlice, hour: datetime) -> bool:
-    """Write one slice, or nothing (a savepoint: a refused slice leaves the run's other slices intact)."""
-    try:
-        with transaction.atomic():
-            Allocation.objects.create(
-                lot_id=item.lot_id,
-                consumption_key=item.consumption_id,
-                hour_start=hour,
-                energy_wh=item.energy_wh,
-                run_key=run_key,
-            )
-            lot_ok = CertificateLot.objects.filter(
-                pk=item.lot_id, status=LotStatus.ACTIVE, allocated_wh__lte=F("energy_wh") - item.energy_wh
-            ).update(allocated_wh=F("allocated_wh") + item.energy_wh)
-            account_ok = ConsumptionAccount.objects.filter(
-                consumption_key=item.consumption_id, allocated_wh__lte=F("facility_wh") - item.energy_wh
-            ).update(allocated_wh=F("allocated_wh") + item.energy_wh)
-            if not (lot_ok and account_ok):
-                raise _SliceRefused
-    except (IntegrityError, _SliceRefused):
-        return False
-    return True
+        _bulk_settings()
+        _stage_slices(consumption)
+        return _allocate_staged(run_key=run_key, site_rule=site_rule, vintage_months=vintage_months)
 
 
 def allocation_reverse(*, allocation_row: Allocation, actor: Any = None) -> Allocation:
@@ -660,10 +791,13 @@ def allocation_reverse(*, allocation_row: Allocation, actor: Any = None) -> Allo
             run_key=f"reversal:{original.pk}",
             reversal_of=original,
         )
-        CertificateLot.objects.filter(pk=original.lot_id).update(allocated_wh=F("allocated_wh") - original.energy_wh)
-        CertificateLot.objects.filter(pk=original.lot_id, status=LotStatus.ALLOCATED).update(status=LotStatus.ACTIVE)
+        # Account before lot: the order allocation runs lock them in.
         ConsumptionAccount.objects.filter(consumption_key=original.consumption_key).update(
             allocated_wh=F("allocated_wh") - original.energy_wh
+        )
+        CertificateLot.objects.filter(pk=original.lot_id).update(allocated_wh=F("allocated_wh") - original.energy_wh)
+        CertificateLot.objects.filter(pk=original.lot_id, status__in=[LotStatus.ALLOCATED, LotStatus.RESERVED]).update(
+            status=Case(When(allocated_wh=0, then=Value(LotStatus.ACTIVE)), default=Value(LotStatus.RESERVED))
         )
         audit_record(
             action="green.allocation.reverse",
@@ -711,10 +845,7 @@ def site_emissions(*, site: Site, year: int, facility_wh: int, green_wh: int) ->
 
 # --- The monthly allocation job --------------------------------------------------------------------
 
-# When some records of a lease-hour reported no energy, their share of the hour's accelerator-seconds is estimated
-# at the accelerator's TDP (full power: an estimate never makes consumption smaller, so it never inflates the
-# green share), and the hour is flagged as estimated. A model without a TDP counts at this many watts.
-DEFAULT_ACCELERATOR_W = 700
+DEFAULT_ACCELERATOR_W = selectors.DEFAULT_ACCELERATOR_W  # see there
 
 
 def it_energy_wh(
@@ -788,9 +919,11 @@ def allocation_month_run(
     """Allocate a closed month's lease-hours (the monthly job; on demand with ``force`` to run a month again).
 
     Jobs for one month run one at a time (an advisory lock held for the run's transaction); a completed month is
-    skipped unless forced, and a forced run allocates only what is still uncovered (allocation_run is idempotent).
-    Afterwards each site's 12-month green share is written back to the market and the month's buyer statements
-    are issued (an unchanged statement is kept, a changed one superseded)."""
+    skipped unless forced. A run reads the month's usage again: usage that arrived late updates the consumption
+    accounts and only the additional facility Wh are allocated (what is allocated stays; allocation_run is
+    idempotent). Lots whose validity is over are moved to expired first. Afterwards each site's 12-month green
+    share is written back to the market and the month's buyer statements are issued (an unchanged statement is
+    kept, a changed one superseded)."""
     now = now or utcnow()
     month = month.replace(day=1)
     start, end = month_bounds(month)
@@ -800,6 +933,7 @@ def allocation_month_run(
             _("%(month)s is not closed yet: metering still accepts its records.") % {"month": f"{month:%Y-%m}"},
             field="month",
         )
+    lots_expire(now=now)  # its own transaction: it locks lots, which a run locks only after accounts
     with transaction.atomic():
         _lock(f"green.allocation.month:{month:%Y-%m}")
         period, _created = AllocationPeriod.objects.select_for_update().get_or_create(
@@ -809,13 +943,19 @@ def allocation_month_run(
             return period
         period.runs += 1
         period.started_at = utcnow()
-        slices = consumption_for_period(start=start, end=end)
-        allocation_run(run_key=f"month:{month:%Y-%m}:{period.runs}", consumption=slices)
+        _bulk_settings()
+        lease_hours, estimated_hours = _stage_usage(start=start, end=end)
+        if lease_hours:
+            _allocate_staged(
+                run_key=f"month:{month:%Y-%m}:{period.runs}",
+                site_rule="same_province",
+                vintage_months=allocation.DEFAULT_VINTAGE_MONTHS,
+            )
         totals = ConsumptionAccount.objects.filter(hour_start__gte=start, hour_start__lt=end).aggregate(
             facility=Sum("facility_wh"), green=Sum("allocated_wh")
         )
-        period.lease_hours = len(slices)
-        period.estimated_hours = sum(1 for s in slices if s.estimated)
+        period.lease_hours = lease_hours
+        period.estimated_hours = estimated_hours
         period.facility_wh = totals["facility"] or 0
         period.allocated_wh = totals["green"] or 0
         period.status = AllocationPeriodStatus.COMPLETED
@@ -842,14 +982,45 @@ def allocation_due(*, now: datetime | None = None, months_back: int = 3) -> list
     done = []
     for back in range(months_back - 1, -1, -1):
         month = add_months(latest, -back)
-        if AllocationPeriod.objects.filter(month=month, status=AllocationPeriodStatus.COMPLETED).exists():
-            continue
         start, end = month_bounds(month)
-        if not selectors.lease_usage_exists(start=start, end=end):
+        period = AllocationPeriod.objects.filter(month=month, status=AllocationPeriodStatus.COMPLETED).first()
+        if period is not None:
+            # Late usage (rolled up after the month's run) runs the month again: only the new Wh get allocated.
+            assert period.completed_at is not None
+            if not selectors.lease_usage_exists(start=start, end=end, updated_after=period.completed_at):
+                continue
+            allocation_month_run(month=month, now=now, force=True)
+        elif selectors.lease_usage_exists(start=start, end=end):
+            allocation_month_run(month=month, now=now)
+        else:
             continue
-        allocation_month_run(month=month, now=now)
         done.append(month)
+    lots_expire(now=now)
     return done
+
+
+def lots_expire(*, now: datetime | None = None) -> int:
+    """Move active and reserved lots whose validity is over to expired: those whose expiry date is no later than
+    the start of the last closed month, so every month they could still cover (consumption before the expiry date)
+    is closed and was allocated by the beat job. Fully allocated lots keep their status. Returns how many."""
+    cutoff = last_closed_month(now)
+    with transaction.atomic():
+        expired = list(
+            CertificateLot.objects.select_for_update()
+            .filter(status__in=ALLOCATABLE_STATUSES, expires_on__lte=cutoff)
+            .order_by("id")
+            .values_list("pk", flat=True)
+        )
+        if expired:
+            CertificateLot.objects.filter(pk__in=expired).update(status=LotStatus.EXPIRED)
+            audit_record(
+                action="green.lots.expire",
+                target_type="green.CertificateLot",
+                target_id=f"{len(expired)} lots",
+                actor_label="green allocation job",
+                after={"lots": expired[:200], "cutoff": cutoff.isoformat()},
+            )
+    return len(expired)
 
 
 def allocation_month_request(*, month: date, actor: Any = None, now: datetime | None = None) -> None:
@@ -878,10 +1049,11 @@ def site_green_shares_refresh(*, now: datetime | None = None) -> int:
     end, _ = month_bounds(end_month)
     shares = selectors.site_shares(start=start, end=end)
     sites = selectors.sites_by_id(shares)
-    for site_id, (facility, green) in shares.items():
-        share = selectors.share_pct(green, facility)
-        if share is not None and site_id in sites:
-            market_services.site_green_share_record(site=sites[site_id], share_pct=share)
+    with transaction.atomic():  # one commit for all sites
+        for site_id, (facility, green) in sorted(shares.items()):
+            share = selectors.share_pct(green, facility)
+            if share is not None and site_id in sites:
+                market_services.site_green_share_record(site=sites[site_id], share_pct=share)
     return len(shares)
 
 

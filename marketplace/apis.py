@@ -14,10 +14,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiScope, OrganizationAPIKey, OrganizationKind
+from accounts.regions import province_choices
 from core.idempotency import idempotent
 from core.pagination import StrictLimitOffsetPagination
 from core.tenancy import public
-from marketplace import selectors, selectors_tokens, services, units
+from marketplace import latency, selectors, selectors_tokens, services, units
 from marketplace.models import (
     AcceleratorModel,
     Attestation,
@@ -530,6 +531,19 @@ class BidInputSerializer(serializers.Serializer):
     domestic_only = serializers.BooleanField(default=False)
     verified_only = serializers.BooleanField(default=False)
     split_allowed = serializers.BooleanField(default=False)
+    latency_tier = serializers.ChoiceField(
+        choices=[tier.value for tier in latency.Tier],
+        default=latency.Tier.ANY,
+        help_text="inference only: region = the buyer's grid region (~10 ms), near = and the neighbouring regions "
+        "(~20 ms), any = anywhere; training bids may run in any hub whatever the tier",
+    )
+    buyer_province = serializers.ChoiceField(
+        choices=[code for code, _label in province_choices()],
+        default="",
+        allow_blank=True,
+        help_text="the buyer's province (GB/T 2260 two-digit code) the latency tier is measured from; "
+        "default: the province of the company registration",
+    )
 
 
 class LeaseResponseInputSerializer(serializers.Serializer):

@@ -475,7 +475,7 @@ def seed_market(*, now: datetime | None = None) -> None:
         or Offer.objects.filter(pool__in=pools, status=OrderStatus.OPEN, end__gt=now + timedelta(days=7)).exists()
     ):
         return  # the market is still live from an earlier run
-    rng = random.Random(MARKET_SEED)  # noqa: S311 (demo data, not security)
+    rng = random.Random(MARKET_SEED)  # noqa: S311 (demo data, not security)  # nosec B311
     _post_offers(pools, now, rng)
     _place_bids(now, rng)
 

@@ -253,7 +253,7 @@ class FastSelect(forms.Select):
         options = format_html_join(
             "",
             '<option value="{}"{}>{}</option>',
-            ((key, mark_safe(" selected") if str(key) == chosen else "", label) for key, label in self.choices),
+            ((key, mark_safe(" selected") if str(key) == chosen else "", label) for key, label in self.choices),  # nosec B308  # a constant
         )
         return format_html("<select{}>{}</select>", flatatt(final), options)
 
@@ -286,6 +286,13 @@ class MarketFilterForm(PortalForm):
         max_value=3,
         decimal_places=2,
         widget=forms.NumberInput(attrs={"step": "0.05", "inputmode": "decimal"}),
+    )
+    min_free = forms.IntegerField(
+        label=_("Min. free accelerators"),
+        required=False,
+        min_value=1,
+        max_value=100_000,
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
     workload = forms.ChoiceField(label=_("Workload"), choices=Workload.choices, required=False, widget=FastSelect)
     tier = forms.ChoiceField(
@@ -328,6 +335,7 @@ class MarketFilterForm(PortalForm):
             window_start=datetime.combine(start, time.min, tzinfo=zone) if start else None,
             window_end=datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone) if end else None,
             unit=data.get("unit") or PriceUnit.ACCELERATOR_HOUR,
+            min_accelerators=data.get("min_free") or 0,
             sort=data.get("sort") or "price",
         )
 

@@ -13,6 +13,13 @@ order and then the order id, so the outcome is deterministic.
 Determinism under simultaneous arrivals: ``submit_batch`` orders a batch by (arrival time, order id) before
 processing it, so any permutation of the same batch produces the same trades.
 
+Speed (issue 4: 100,000 resting orders): an incoming order only walks the resting lists it could trade with
+(its unit, the models it names, domestic-only bids apart), each list skipped whole when its bounds or its best
+price rule it out, and rejects most entries with integer comparisons on the entry tuple itself (see
+``OrderBook``); free capacity comes from a per-offer usage profile kept up to date as allocations are appended.
+tests/marketplace/test_matching_reference.py checks on random books that this makes exactly the trades of the
+slow reference engine it replaced (tests/marketplace/matching_reference.py).
+
 Persistence (the database) is the final guard that no accelerator-hour of a pool is sold twice; the engine only
 proposes trades.
 """
@@ -21,9 +28,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from sortedcontainers import SortedList
 
@@ -31,6 +41,8 @@ MICRO = 1_000_000
 # Sort keys are prices scaled by KEY_SCALE before the floor division by the unit size.
 KEY_SCALE = 10**12
 ANY_MODEL = "*"  # bid index bucket of bids that accept every accelerator model
+# Bid index bucket of the domestic-only bids that name no model, which an offer of a foreign model never scans.
+_DOMESTIC = "*domestic"
 
 
 class PriceUnit(StrEnum):
@@ -93,6 +105,68 @@ class Constraints:
         )
 
 
+class _Usage:
+    """Accelerators in use per hour of an offer, as a step function: ``levels[i]`` from hour ``times[i]`` until
+    ``times[i + 1]`` (the last step runs on forever). Built from an offer's allocations and kept in step with them
+    as they are appended, so free capacity, the earliest start and "sold out" cost a bisection and a slice
+    instead of a sort of every allocation."""
+
+    __slots__ = ("absorbed", "allocations", "levels", "sold", "times")
+
+    def __init__(self, allocations: list[tuple[int, int, int]]) -> None:
+        self.allocations = allocations  # the list absorbed (a new list means start again)
+        self.absorbed = 0
+        self.times = [-(1 << 62)]
+        self.levels = [0]
+        self.sold = 0  # accelerator-hours
+
+    def _split(self, at: int) -> int:
+        times = self.times
+        index = bisect_right(times, at) - 1
+        if times[index] != at:
+            index += 1
+            times.insert(index, at)
+            self.levels.insert(index, self.levels[index - 1])
+        return index
+
+    def absorb(self) -> None:
+        allocations = self.allocations
+        for start, end, count in allocations[self.absorbed :]:
+            self.sold += (end - start) * count
+            if start < end:
+                first, last = self._split(start), self._split(end)
+                self.levels[first:last] = [level + count for level in self.levels[first:last]]
+        self.absorbed = len(allocations)
+
+    def peak(self, start: int, end: int) -> int:
+        """Most accelerators in use at any hour of [start, end), start < end (0 if none)."""
+        times = self.times
+        peak = max(self.levels[bisect_right(times, start) - 1 : bisect_left(times, end)])
+        return peak if peak > 0 else 0
+
+    def earliest_start(self, lo: int, hi: int, hours: int, allowed: int) -> int | None:
+        """The first s in [lo, hi - hours] with at most ``allowed`` in use over [s, s + hours).
+
+        The earliest such s is ``lo`` or the end of a step above ``allowed``: a window overlapping that step
+        cannot fit, so the search jumps past the last such step inside the window."""
+        if allowed < 0:
+            return None
+        times, levels = self.times, self.levels
+        start = lo
+        first = bisect_right(times, start) - 1
+        while start + hours <= hi:
+            last = bisect_left(times, start + hours, first)
+            if max(levels[first:last]) <= allowed:
+                return start
+            blocking = last - 1
+            while levels[blocking] <= allowed:
+                blocking -= 1
+            # levels[-1] is 0 <= allowed, so a blocking step is never the last one.
+            first = blocking + 1
+            start = times[first]
+        return None
+
+
 @dataclass(slots=True)
 class Offer:
     offer_id: str
@@ -103,39 +177,36 @@ class Offer:
     ask_micro: int  # ¥ per accelerator-hour x 1e6
     min_lease_hours: int = 1
     arrival: int = 0  # arrival time (e.g. microseconds since the epoch); ties broken by offer_id
-    # (start, end, accelerators) already sold from this offer.
+    # (start, end, accelerators) already sold from this offer. Append only: the usage profile follows it.
     allocations: list[tuple[int, int, int]] = field(default_factory=list)
     seq: int = 0
+    _usage: _Usage | None = field(default=None, init=False, repr=False, compare=False)
+
+    def usage(self) -> _Usage:
+        """The usage profile of the allocations, brought up to date with any appended since the last call."""
+        usage = self._usage
+        if usage is None or usage.allocations is not self.allocations or usage.absorbed > len(self.allocations):
+            usage = self._usage = _Usage(self.allocations)
+        if usage.absorbed < len(self.allocations):
+            usage.absorb()
+        return usage
 
     def free(self, start: int, end: int) -> int:
         """Accelerators free during the whole of [start, end)."""
         if not self.allocations:
             return self.accelerators
-        points = sorted(
-            [(s, n) for s, e, n in self.allocations if s < end and e > start]
-            + [(e, -n) for s, e, n in self.allocations if s < end and e > start]
-        )
-        # Every allocation here ends after `start`, so any two of them that overlap do so inside the window.
-        used = peak = 0
-        for _at, delta in points:  # at equal times, ends (-n) sort before starts: half-open windows
-            used += delta
-            peak = max(peak, used)
-        return self.accelerators - peak
+        return self.accelerators - self.usage().peak(start, end)
 
     def earliest_start(self, lo: int, hi: int, hours: int, need: int) -> int | None:
         """The first s in [lo, hi - hours] with `need` accelerators free over [s, s + hours)."""
         lo = max(lo, self.start_hour)
         hi = min(hi, self.end_hour)
-        candidates = [lo, *sorted({e for _s, e, _n in self.allocations if lo < e})]
-        for start in candidates:
-            if start + hours > hi:
-                return None
-            if self.free(start, start + hours) >= need:
-                return start
-        return None
+        if not self.allocations:
+            return lo if lo + hours <= hi and self.accelerators >= need else None
+        return self.usage().earliest_start(lo, hi, hours, self.accelerators - need)
 
     def sold_out(self) -> bool:
-        sold = sum((e - s) * n for s, e, n in self.allocations)
+        sold = self.usage().sold if self.allocations else 0
         return sold >= self.accelerators * (self.end_hour - self.start_hour)
 
 
@@ -186,61 +257,307 @@ def bid_price_for(offer: Offer, bid: Bid) -> int:
     return (bid.limit_micro * offer.pool.unit_micro(bid.unit)) // MICRO
 
 
-def _scaled(entries: Iterable[tuple[int, int, str]], unit_micro: int) -> Iterator[tuple[int, int, str]]:
-    """Bid index entries (-limit, seq, id) as (-price per accelerator-hour x 1e6, seq, id) for one pool."""
-    for neg_limit, seq, bid_id in entries:
-        yield neg_limit * unit_micro, seq, bid_id
+_T = TypeVar("_T", bound=tuple[Any, ...])
+_NO_LIMIT = 1 << 62  # "no maximum PUE": above any real figure
+
+
+def _window(bid: Bid) -> tuple[int, int]:
+    """The hours the bid's lease must fit in now: its window, or its fixed start once partly filled."""
+    if bid.fixed_start_hour is not None:
+        return bid.fixed_start_hour, bid.fixed_start_hour + bid.hours
+    return bid.earliest_start_hour, bid.latest_end_hour
+
+
+def _need(bid: Bid) -> int:
+    """Accelerators one offer must have for this bid: all it still wants, or any if it may split."""
+    return 1 if bid.split_allowed else bid.accelerators - bid.filled
+
+
+# Index entries. Their leading (price, seq) is unique, so comparisons never reach the order objects. They copy
+# what a scan filters on, so that rejecting a candidate reads one tuple and follows no pointer.
+# Offer: (normalised ask key, seq, start_hour, end_hour, min_lease_hours, accelerators, green share, PUE,
+#         domestic, verified, offer)
+_OfferEntry = tuple[int, int, int, int, int, int, int, int, bool, bool, Offer]
+# Bid: (-limit, seq, latest start = hi - hours, earliest end = lo + hours, hours, accelerators one offer must
+#       have, min green share, max PUE, domestic only, verified only, bid). The window is the one the bid had
+#       when it rested: a later partial fill only narrows it, so the entry stays a necessary condition.
+_BidEntry = tuple[int, int, int, int, int, int, int, int, bool, bool, Bid]
+
+
+class _OfferBook:
+    """One price-ordered list of offer entries, and bounds on what its offers could give, widened as offers
+    arrive (never narrowed), so that a list that cannot hold a candidate for a bid is not scanned."""
+
+    __slots__ = ("domestic", "entries", "green", "head", "pue", "verified")
+
+    def __init__(self) -> None:
+        self.entries = SortedList()
+        self.head: _OfferEntry | None = None  # the first entry, if any
+        self.green = -1  # the best green share seen
+        self.pue = _NO_LIMIT  # the best (lowest) PUE seen
+        self.domestic = False  # any domestic offer seen
+        self.verified = False  # any verified offer seen
+
+    def add(self, entry: _OfferEntry) -> None:
+        self.entries.add(entry)
+        if self.head is None or entry < self.head:
+            self.head = entry
+        _key, _seq, _start, _end, _lease, _size, green, pue, domestic, verified, _offer = entry
+        if green > self.green:
+            self.green = green
+        if pue < self.pue:
+            self.pue = pue
+        if domestic:
+            self.domestic = True
+        if verified:
+            self.verified = True
+
+    def remove(self, entry: _OfferEntry) -> None:
+        self.entries.remove(entry)
+        if entry is self.head:
+            self.head = self.entries[0] if self.entries else None
+
+
+class _BidBook:
+    """One limit-ordered list of bid entries, and bounds on what its bids could accept, widened as bids arrive
+    (never narrowed), so that a list that cannot hold a candidate for an offer is not scanned."""
+
+    __slots__ = ("entries", "foreign", "green", "head", "pue", "unverified")
+
+    def __init__(self) -> None:
+        self.entries = SortedList()
+        self.head: _BidEntry | None = None  # the first entry, if any
+        self.green = 101  # the lowest green share required
+        self.pue = -1  # the highest PUE accepted
+        self.foreign = False  # any bid accepting a foreign accelerator
+        self.unverified = False  # any bid accepting an unverified pool
+
+    def add(self, entry: _BidEntry) -> None:
+        self.entries.add(entry)
+        if self.head is None or entry < self.head:
+            self.head = entry
+        _limit, _seq, _start, _end, _hours, _need, green, pue, domestic_only, verified_only, _bid = entry
+        if green < self.green:
+            self.green = green
+        if pue > self.pue:
+            self.pue = pue
+        if not domestic_only:
+            self.foreign = True
+        if not verified_only:
+            self.unverified = True
+
+    def remove(self, entry: _BidEntry) -> None:
+        self.entries.remove(entry)
+        if entry is self.head:
+            self.head = self.entries[0] if self.entries else None
+
+
+def _offer_candidates(book: _OfferBook, limit_key: int, lo: int, hi: int, bid: Bid) -> Iterator[_OfferEntry]:
+    """Entries of one price-ordered offer list up to the limit key whose offer could serve the bid: window,
+    minimum lease, size and the cheap constraints checked inline (a necessary condition; ``_fill`` decides)."""
+    hours = bid.hours
+    latest_start, earliest_end = hi - hours, lo + hours
+    constraints = bid.constraints
+    min_green = constraints.min_green_share_pct
+    max_pue = _NO_LIMIT if constraints.max_pue_milli is None else constraints.max_pue_milli
+    domestic_only = constraints.domestic_only
+    verified_only = constraints.verified_only
+    need = _need(bid)
+    for entry in book.entries:
+        key, _seq, start, end, min_lease, accelerators, green, pue, domestic, verified, offer = entry
+        if key >= limit_key:
+            if key > limit_key:
+                return
+            if not ask_within_limit(offer, bid):
+                continue  # the floor key equals the limit's but the exact price is above it
+        if (
+            start > latest_start
+            or end < earliest_end
+            or end - start < hours
+            or min_lease > hours
+            or accelerators < need
+            or green < min_green
+            or pue > max_pue
+            or (domestic_only and not domestic)
+            or (verified_only and not verified)
+        ):
+            continue
+        yield entry
+
+
+def _bid_candidates(
+    book: _BidBook, max_neg_limit: int, unit_micro: int, offer: Offer
+) -> Iterator[tuple[int, int, Bid]]:
+    """Entries of one bid list (best limit first) down to the offer's ask whose bid could take from the offer,
+    as (-price in ¥ per accelerator-hour of the offer's pool, seq, bid) so that lists of all units merge."""
+    start, end, min_lease, accelerators = offer.start_hour, offer.end_hour, offer.min_lease_hours, offer.accelerators
+    length = end - start
+    pool = offer.pool
+    green, pue, foreign, unverified = pool.green_share_pct, pool.pue_milli, not pool.domestic, not pool.verified
+    for entry in book.entries:
+        (
+            neg_limit,
+            seq,
+            latest_start,
+            earliest_end,
+            hours,
+            need,
+            min_green,
+            max_pue,
+            domestic_only,
+            verified_only,
+            bid,
+        ) = entry
+        if neg_limit > max_neg_limit:
+            return
+        if (
+            start > latest_start
+            or end < earliest_end
+            or length < hours
+            or min_lease > hours
+            or need > accelerators
+            or green < min_green
+            or pue > max_pue
+            or (domestic_only and foreign)
+            or (verified_only and unverified)
+        ):
+            continue
+        yield neg_limit * unit_micro, seq, bid
+
+
+def _merged(streams: list[tuple[tuple[int, int], Iterator[_T]]]) -> Iterator[_T]:
+    """Items of several streams in order of their (price, seq) prefix, which is unique."""
+    if not streams:
+        return iter(())
+    if len(streams) == 1:
+        return streams[0][1]
+    return _merge_lazily(streams)
+
+
+def _merge_lazily(streams: list[tuple[tuple[int, int], Iterator[_T]]]) -> Iterator[_T]:
+    """Each stream comes with a bound, the (price, seq) of the first entry of its list, below none of its items;
+    a stream is only started (scanned up to its first item) when its bound is below the best item found so far,
+    so lists whose best price is worse than what another list already offers are never scanned."""
+    streams.sort(key=itemgetter(0))
+    waiting = iter(streams)
+    pending = next(waiting, None)
+    heap: list[tuple[_T, Iterator[_T]]] = []
+    while True:
+        while pending is not None and (not heap or pending[0] < heap[0][0]):
+            item = next(pending[1], None)
+            if item is not None:
+                heapq.heappush(heap, (item, pending[1]))
+            pending = next(waiting, None)
+        if not heap:
+            return
+        item, stream = heap[0]
+        yield item
+        following = next(stream, None)
+        if following is None:
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (following, stream))
 
 
 class OrderBook:
-    """Resting offers and bids, indexed for price-time priority in each unit."""
+    """Resting offers and bids, indexed for price-time priority in each unit.
+
+    Offers rest in one price-ordered list per (unit, accelerator model). Bids rest in one list per (unit, model
+    named), or, naming none, per unit in ANY_MODEL or, if domestic only, in _DOMESTIC. Each entry carries what
+    the cheap filters need (window, minimum lease, size, green share, PUE, domestic, verified), so a scan rejects
+    most non-candidates with integer comparisons on one tuple and no function call; only survivors go through
+    the exact price test, all constraints and the capacity search. A list whose bounds rule out every order in
+    it is not scanned at all, nor one whose best price is worse than a candidate already found in another.
+    Lists of several models or units are merged on the same keys as before, so the order in which candidates
+    are tried, and hence every trade, is unchanged (tests/marketplace/test_matching_reference.py).
+    """
 
     def __init__(self) -> None:
         self.offers: dict[str, Offer] = {}
         self.bids: dict[str, Bid] = {}
         self._seq = itertools.count(1)
-        # Offers by normalised ask, per unit and per accelerator model: (key, seq, offer_id).
-        self._offer_index: dict[PriceUnit, dict[str, SortedList]] = {unit: {} for unit in PriceUnit}
-        # Bids by limit, per unit and per model they name (ANY_MODEL when they name none), best first:
-        # (-limit, seq, bid_id). An incoming offer looks only at its own model's bids and the unrestricted ones.
-        self._bid_index: dict[PriceUnit, dict[str, SortedList]] = {unit: {} for unit in PriceUnit}
+        self._offer_index: dict[PriceUnit, dict[str, _OfferBook]] = {unit: {} for unit in PriceUnit}
+        self._bid_index: dict[PriceUnit, dict[str, _BidBook]] = {unit: {} for unit in PriceUnit}
+        # Where each resting order's entries are, to take them out without recomputing keys.
+        self._offer_entries: dict[str, list[tuple[_OfferBook, _OfferEntry]]] = {}
+        self._bid_entries: dict[str, list[tuple[_BidBook, _BidEntry]]] = {}
 
     # --- resting orders ----------------------------------------------------------------------------
 
     def _rest_offer(self, offer: Offer) -> None:
         self.offers[offer.offer_id] = offer
-        for unit in PriceUnit:
-            unit_micro = offer.pool.unit_micro(unit)
+        pool = offer.pool
+        placed = []
+        for unit, unit_micro in (
+            (PriceUnit.ACCELERATOR_HOUR, MICRO),
+            (PriceUnit.SCU_HOUR, pool.scu_micro),
+            (PriceUnit.BWU_HOUR, pool.bwu_micro),
+        ):
             if unit_micro <= 0:
                 continue  # no attested figure in this unit: not offered in it
-            book = self._offer_index[unit].setdefault(offer.pool.model, SortedList())
-            book.add((_key(offer.ask_micro, unit_micro), offer.seq, offer.offer_id))
+            entry = (
+                _key(offer.ask_micro, unit_micro),
+                offer.seq,
+                offer.start_hour,
+                offer.end_hour,
+                offer.min_lease_hours,
+                offer.accelerators,
+                pool.green_share_pct,
+                pool.pue_milli,
+                pool.domestic,
+                pool.verified,
+                offer,
+            )
+            index = self._offer_index[unit]
+            book = index.get(pool.model)
+            if book is None:
+                book = index[pool.model] = _OfferBook()
+            book.add(entry)
+            placed.append((book, entry))
+        self._offer_entries[offer.offer_id] = placed
 
     def _unrest_offer(self, offer: Offer) -> None:
         del self.offers[offer.offer_id]
-        for unit in PriceUnit:
-            unit_micro = offer.pool.unit_micro(unit)
-            if unit_micro > 0:
-                self._offer_index[unit][offer.pool.model].remove(
-                    (_key(offer.ask_micro, unit_micro), offer.seq, offer.offer_id)
-                )
-
-    @staticmethod
-    def _bid_buckets(bid: Bid) -> Iterable[str]:
-        models = bid.constraints.models
-        return (ANY_MODEL,) if models is None else models
+        for book, entry in self._offer_entries.pop(offer.offer_id):
+            book.remove(entry)
 
     def _rest_bid(self, bid: Bid) -> None:
         self.bids[bid.bid_id] = bid
         index = self._bid_index[bid.unit]
-        for bucket in self._bid_buckets(bid):
-            index.setdefault(bucket, SortedList()).add((-bid.limit_micro, bid.seq, bid.bid_id))
+        lo, hi = _window(bid)
+        hours = bid.hours
+        constraints = bid.constraints
+        max_pue = _NO_LIMIT if constraints.max_pue_milli is None else constraints.max_pue_milli
+        entry = (
+            -bid.limit_micro,
+            bid.seq,
+            hi - hours,
+            lo + hours,
+            hours,
+            _need(bid),
+            constraints.min_green_share_pct,
+            max_pue,
+            constraints.domestic_only,
+            constraints.verified_only,
+            bid,
+        )
+        models = constraints.models
+        placed = []
+        buckets: Iterable[str] = models  # type: ignore[assignment]
+        if models is None:
+            buckets = (_DOMESTIC,) if constraints.domestic_only else (ANY_MODEL,)
+        for bucket in buckets:
+            book = index.get(bucket)
+            if book is None:
+                book = index[bucket] = _BidBook()
+            book.add(entry)
+            placed.append((book, entry))
+        self._bid_entries[bid.bid_id] = placed
 
     def _unrest_bid(self, bid: Bid) -> None:
         del self.bids[bid.bid_id]
-        index = self._bid_index[bid.unit]
-        for bucket in self._bid_buckets(bid):
-            index[bucket].remove((-bid.limit_micro, bid.seq, bid.bid_id))
+        for book, entry in self._bid_entries.pop(bid.bid_id):
+            book.remove(entry)
 
     def cancel_offer(self, offer_id: str) -> bool:
         offer = self.offers.get(offer_id)
@@ -258,37 +575,64 @@ class OrderBook:
 
     # --- candidates in priority order --------------------------------------------------------------
 
-    def _offers_for(self, bid: Bid) -> Iterator[Offer]:
-        """Resting offers in price-time priority for this bid's unit, stopping past its limit."""
+    def _offers_for(self, bid: Bid) -> Iterator[_OfferEntry]:
+        """Entries of resting offers that may serve this bid, in price-time priority for its unit, up to its
+        limit."""
+        lo, hi = _window(bid)
+        if hi - lo < bid.hours:
+            return iter(())
         books = self._offer_index[bid.unit]
-        models = bid.constraints.models
-        chosen = [books[m] for m in models if m in books] if models is not None else list(books.values())
-        # The floor key may equal the limit's key while the exact price is above it: compare exactly below.
-        limit_key = _key(bid.limit_micro, MICRO) + 1
-        streams = [book.irange(maximum=(limit_key,), inclusive=(True, False)) for book in chosen]
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
-        for _key_value, _seq, offer_id in merged:
-            offer = self.offers[offer_id]
-            if ask_within_limit(offer, bid):
-                yield offer
+        constraints = bid.constraints
+        models = constraints.models
+        max_pue = _NO_LIMIT if constraints.max_pue_milli is None else constraints.max_pue_milli
+        limit_key = bid.limit_micro * MICRO  # == _key(limit, MICRO)
+        streams: list[tuple[tuple[int, int], Iterator[_OfferEntry]]] = []
+        for book in books.values() if models is None else (books.get(m) for m in models):
+            if book is None or book.head is None:
+                continue
+            head = book.head
+            if (
+                head[0] > limit_key
+                or book.green < constraints.min_green_share_pct
+                or book.pue > max_pue
+                or (constraints.domestic_only and not book.domestic)
+                or (constraints.verified_only and not book.verified)
+            ):
+                continue
+            streams.append(((head[0], head[1]), _offer_candidates(book, limit_key, lo, hi, bid)))
+        return _merged(streams)
 
-    def _bids_for(self, offer: Offer) -> Iterator[Bid]:
-        """Resting bids in priority for this offer: highest limit in its terms (¥/accelerator-hour), then time."""
-        streams = []
-        for unit in PriceUnit:
-            unit_micro = offer.pool.unit_micro(unit)
+    def _bids_for(self, offer: Offer) -> Iterator[tuple[int, int, Bid]]:
+        """(-price, seq, bid) of resting bids that may take from this offer: highest limit in its terms
+        (¥/accelerator-hour), then time."""
+        pool = offer.pool
+        streams: list[tuple[tuple[int, int], Iterator[tuple[int, int, Bid]]]] = []
+        for unit, unit_micro in (
+            (PriceUnit.ACCELERATOR_HOUR, MICRO),
+            (PriceUnit.SCU_HOUR, pool.scu_micro),
+            (PriceUnit.BWU_HOUR, pool.bwu_micro),
+        ):
             if unit_micro <= 0:
                 continue
             # limit x unit / 1e6 >= ask  <=>  limit >= ask x 1e6 / unit; -limit <= -ceil(...)
-            min_limit = -((-offer.ask_micro * MICRO) // unit_micro)
+            max_neg_limit = (-offer.ask_micro * MICRO) // unit_micro
             index = self._bid_index[unit]
-            for bucket in (offer.pool.model, ANY_MODEL):
+            for bucket in (pool.model, ANY_MODEL, _DOMESTIC) if pool.domestic else (pool.model, ANY_MODEL):
                 book = index.get(bucket)
-                if book:
-                    streams.append(_scaled(book.irange(maximum=(-min_limit, 10**18)), unit_micro))
-        merged = streams[0] if len(streams) == 1 else heapq.merge(*streams)
-        for _price, _seq, bid_id in merged:
-            yield self.bids[bid_id]
+                if book is None or book.head is None:
+                    continue
+                head = book.head
+                if (
+                    head[0] > max_neg_limit
+                    or book.green > pool.green_share_pct
+                    or book.pue < pool.pue_milli
+                    or (not book.foreign and not pool.domestic)
+                    or (not book.unverified and not pool.verified)
+                ):
+                    continue
+                bound = (head[0] * unit_micro, head[1])
+                streams.append((bound, _bid_candidates(book, max_neg_limit, unit_micro, offer)))
+        return _merged(streams)
 
     # --- matching ----------------------------------------------------------------------------------
 
@@ -328,7 +672,8 @@ class OrderBook:
         bid.seq = next(self._seq)
         trades: list[Trade] = []
         sold_out: list[Offer] = []
-        for offer in self._offers_for(bid):
+        for entry in self._offers_for(bid):
+            offer = entry[10]
             fill = self._fill(bid, offer)
             if fill is None:
                 continue
@@ -351,7 +696,8 @@ class OrderBook:
         offer.seq = next(self._seq)
         trades: list[Trade] = []
         filled: list[Bid] = []
-        for bid in self._bids_for(offer):
+        for entry in self._bids_for(offer):
+            bid = entry[2]
             fill = self._fill(bid, offer)
             if fill is None:
                 continue

@@ -11,7 +11,22 @@ from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, DecimalField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Sum, Value, Window
+from django.db.models import (
+    Count,
+    DateTimeField,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    Window,
+)
 from django.db.models.functions import Coalesce, Greatest, NullIf
 from django.http import Http404
 
@@ -325,6 +340,34 @@ def _priced_offers(now: datetime) -> QuerySet[Offer]:
     )
 
 
+# Accelerators of an offer still for sale over the whole rest of its window: its size minus the peak of its live
+# (not cancelled) leases from the current hour on. The peak of overlapping intervals is reached at the start of
+# one of them (clipped to the current hour), so it is the largest sum of leases running at such a start: two
+# correlated subqueries per offer, on the lease table's offer index (most offers have no lease at all).
+
+
+def _remaining_expression(now: datetime) -> Any:
+    hour = Value(floor_hour(now), output_field=DateTimeField())
+    live = Lease.objects.exclude(status=LeaseStatus.CANCELLED)
+    point = Greatest(OuterRef("start"), hour, output_field=DateTimeField())
+    running = (
+        live.filter(offer_id=OuterRef("offer_id"), start__lte=point, end__gt=point)
+        .values("offer_id")
+        .annotate(n=Sum("accelerators"))
+        .values("n")
+    )
+    peak = (
+        live.filter(offer_id=OuterRef("pk"), end__gt=hour)
+        .annotate(busy=Subquery(running, output_field=IntegerField()))
+        .order_by(F("busy").desc(nulls_last=True))
+        .values("busy")[:1]
+    )
+    return ExpressionWrapper(
+        F("accelerators") - Coalesce(Subquery(peak, output_field=IntegerField()), Value(0)),
+        output_field=IntegerField(),
+    )
+
+
 _PRICE_FIELD = {
     PriceUnit.ACCELERATOR_HOUR: "price_acc_hour",
     PriceUnit.SCU_HOUR: "price_scu_hour",
@@ -373,7 +416,16 @@ def offer_market_list(*, filters: MarketFilters, now: datetime | None = None) ->
     if filters.max_unit_price is not None:
         qs = qs.filter(unit_price__lte=filters.max_unit_price)
     if filters.min_accelerators:
-        qs = qs.filter(accelerators__gte=filters.min_accelerators)
+        # What is left unleased: an offer never has more left than its size, and only offers with live leases
+        # can have less, so the (uncorrelated, computed once) subquery looks at those alone.
+        leased = Lease.objects.exclude(status=LeaseStatus.CANCELLED).filter(end__gt=floor_hour(now)).values("offer_id")
+        short = (
+            Offer.objects.filter(id__in=leased)
+            .alias(remaining=_remaining_expression(now))
+            .filter(remaining__lt=filters.min_accelerators)
+            .values("id")
+        )
+        qs = qs.filter(accelerators__gte=filters.min_accelerators).exclude(id__in=short)
     if filters.hours:
         qs = qs.filter(min_lease_hours__lte=filters.hours, end__gte=F("start") + timedelta(hours=filters.hours))
     return qs.order_by(*_market_ordering(filters.sort))
@@ -399,7 +451,12 @@ def offer_market_page(*, filters: MarketFilters, page: Any, per_page: int, now: 
     result = paginator.page(number) if found else paginator.get_page(1)
     price_field = _PRICE_FIELD.get(filters.unit, "price_acc_hour")  # type: ignore[call-overload]
     ids = [row[0] for row in found]
-    rows = {o.id: o for o in _priced_offers(now).annotate(unit_price=F(price_field)).filter(id__in=ids)}
+    rows = {
+        o.id: o
+        for o in _priced_offers(now)
+        .annotate(unit_price=F(price_field), remaining=_remaining_expression(now))
+        .filter(id__in=ids)
+    }
     result.object_list = [_market_row(rows[i]) for i in ids if i in rows]  # type: ignore[misc]  # ids -> offers
     return result
 
@@ -516,10 +573,13 @@ def market_depth(
     price_field = _PRICE_FIELD.get(unit, "price_acc_hour")  # type: ignore[call-overload]
     asks: dict[Decimal, int] = {}
     rows = (
-        _priced_offers(now).filter(pool__accelerator_model=accelerator_model).values_list(price_field, "accelerators")
+        _priced_offers(now)
+        .filter(pool__accelerator_model=accelerator_model)
+        .annotate(remaining=_remaining_expression(now))
+        .values_list(price_field, "remaining")
     )
     for price, count in rows:
-        if price is not None:
+        if price is not None and count > 0:
             level = price.quantize(DEPTH_QUANTUM)
             asks[level] = asks.get(level, 0) + count
     bids: dict[Decimal, int] = {}

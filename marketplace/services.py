@@ -15,7 +15,8 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import DecimalField, ExpressionWrapper, F, Prefetch, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, Greatest, NullIf
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationAPIKey, OrganizationKind, User
@@ -679,14 +680,22 @@ def attestation_review(*, attestation: Attestation, actor: User, accept: bool, n
 
 # --- Market: offers, bids, matching, leases (DESIGN.md §4.3) ---------------------------------------------
 #
-# Every order submission and every change that frees or takes capacity runs under ONE transaction-level
-# advisory lock (MARKET_LOCK): the book is read from the database, the pure engine (marketplace.matching) runs,
-# and its trades are written as leases with allocations, all in one transaction, so concurrent submissions
-# from many processes see each other's trades. One lock for the whole market is simple and enough for now; it
-# can later be split per accelerator model. The lock is not what guarantees the invariant: the exclusion
-# constraint on LeaseAllocation is. If it ever fires, the whole submission rolls back and the order is refused.
+# Every order submission and every change that frees or takes capacity runs under transaction-level advisory
+# locks: the book is read from the database, the pure engine (marketplace.matching) runs, and its trades are
+# written as leases with allocations, all in one transaction, so concurrent submissions from many processes see
+# each other's trades. The locks are per accelerator model (MODEL_LOCK_BASE + model id, exclusive) under a
+# shared hold of MARKET_LOCK: an offer locks its pool's model, a bid the models it names, so orders that could
+# trade with the same capacity run one after the other and orders of other models run alongside. A bid that
+# accepts any model, and the periodic jobs, take MARKET_LOCK exclusively (the whole market). Every caller takes
+# MARKET_LOCK first and then the model locks in ascending order: no deadlock. The locks are not what guarantees
+# the invariant: the exclusion constraint on LeaseAllocation is. If it ever fires, the whole submission rolls
+# back and the order is refused.
+#
+# A rejected or expired lease gives its capacity back to its offer and its accelerators back to its bid, and
+# both are matched again at once, in the same transaction (``_rematch_returned``), never with each other again.
 
 MARKET_LOCK = 0x5375616E_4C69_01  # pg_advisory_xact_lock key of the market
+MODEL_LOCK_BASE = 0x5375616E_4C6B_0000  # + accelerator model id: the market of one model
 PRICE_QUANTUM = Decimal("0.000001")  # prices are matched exactly in micro-yuan
 MAX_ORDER_HOURS = 24 * 366
 MAX_ORDER_ACCELERATORS = 100_000
@@ -694,9 +703,28 @@ CONFIRM_WINDOW = timedelta(hours=2)  # a provider confirms or rejects a pending 
 MAX_PRICE = Decimal("1000000")
 
 
-def _market_lock() -> None:
+def _market_lock(models: Iterable[int] | None = None) -> None:
+    """Lock the markets of these accelerator models (ids), or with ``None`` the whole market. Call in a
+    transaction; the locks last until it ends."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MARKET_LOCK])
+        if models is None:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [MARKET_LOCK])
+            return
+        keys = sorted({MODEL_LOCK_BASE + model for model in models})
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [MARKET_LOCK])
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def _bid_lock_scope(bid: Bid) -> set[int] | None:
+    """The models whose markets a bid can trade in: those it names, or ``None`` (every model) when it names none."""
+    return {m.pk for m in bid.accelerator_models.all()} or None
+
+
+def _scope_union(*scopes: set[int] | None) -> set[int] | None:
+    if any(scope is None for scope in scopes):
+        return None
+    return set().union(*scopes)  # type: ignore[arg-type]
 
 
 def _epoch_hour(value: datetime) -> int:
@@ -792,14 +820,28 @@ def _engine_offer(offer: Offer, pool_attrs: matching.PoolAttributes, now_hour: i
     )
 
 
-def _constraints(bid: Bid) -> matching.Constraints:
-    models = frozenset(str(m.pk) for m in bid.accelerator_models.all())
-    hubs = frozenset(h.code for h in bid.hubs.all())
+def _prefetch_constraints(bid: Bid, models: list[AcceleratorModel], hubs: list[Hub]) -> None:
+    """Fill the bid's accelerator-model and hub caches with what was just saved: no query to read them back."""
+    cache: dict[str, Any] = {}
+    for name, objects in (("accelerator_models", models), ("hubs", hubs)):
+        queryset = getattr(bid, name).all()
+        queryset._result_cache = list(objects)
+        queryset._prefetch_done = True
+        cache[name] = queryset
+    bid._prefetched_objects_cache = cache  # type: ignore[attr-defined]
+
+
+def _constraints(
+    bid: Bid, models: Iterable[AcceleratorModel] | None = None, hubs: Iterable[Hub] | None = None
+) -> matching.Constraints:
+    """The bid's hard filters; ``models`` and ``hubs`` default to the bid's (saved) ones."""
+    model_ids = frozenset(str(m.pk) for m in (bid.accelerator_models.all() if models is None else models))
+    hub_codes = frozenset(h.code for h in (bid.hubs.all() if hubs is None else hubs))
     return matching.Constraints(
-        models=models or None,
+        models=model_ids or None,
         min_tflops=bid.min_tflops,
         min_memory_gb=bid.min_memory_gb,
-        hubs=hubs or None,
+        hubs=hub_codes or None,
         provinces=frozenset(bid.provinces) or None,
         min_green_share_pct=bid.min_green_share_pct,
         max_pue_milli=int(bid.max_pue * 1000) if bid.max_pue is not None else None,
@@ -826,12 +868,16 @@ def _engine_bid(bid: Bid, now_hour: int) -> matching.Bid:
 
 
 def _tradable_offers(now: datetime) -> QuerySet[Offer]:
-    return Offer.objects.filter(
-        status=OrderStatus.OPEN,
-        end__gt=floor_hour(now),
-        pool__status=PoolStatus.LISTED,
-        pool__site__status=SiteStatus.ACTIVE,
-    ).select_related("pool__site__hub", "pool__accelerator_model", "pool__current_attestation")
+    return (
+        Offer.objects.filter(
+            status=OrderStatus.OPEN,
+            end__gt=floor_hour(now),
+            pool__status=PoolStatus.LISTED,
+            pool__site__status=SiteStatus.ACTIVE,
+        )
+        .select_related("pool__site__hub", "pool__accelerator_model", "pool__current_attestation")
+        .defer("pool__current_attestation__raw_output", "pool__accelerator_model__source_url")
+    )
 
 
 def _tradable_bids(now: datetime) -> QuerySet[Bid]:
@@ -928,41 +974,126 @@ def _save_engine_state(
         bid.save(update_fields=["filled_accelerators", "fixed_start", "status", "updated_at"])
 
 
-def _match(*, incoming: Offer | Bid, actor: Any, now: datetime) -> list[Lease]:
-    """Run the engine for one incoming order against the resting side. Call under the market lock.
+# Slack of the SQL pre-filter on prices in SCU or BWU (the engine decides exactly on integer micro-units; the
+# database's figure may differ from units.normalise in the last digits): the filter only drops offers that are
+# clearly too dear, never one the engine would take.
+_PREFILTER_SLACK = Decimal("1.01")
+_PREFILTER_EPSILON = Decimal("0.000001")
 
-    Leases start at the current hour at the earliest (it may have begun a few minutes ago)."""
+
+def _offers_a_bid_could_take(bid: Bid, constraints: matching.Constraints, now: datetime) -> QuerySet[Offer]:
+    """Resting offers that could cross ``bid``: open, not over, overlapping its window, and in SQL already the
+    hard filters and the price (loosely, see ``_PREFILTER_SLACK``) so that few rows reach the engine, which
+    decides exactly. With their live leases prefetched (for the free capacity)."""
+    qs = _tradable_offers(now).filter(start__lt=bid.latest_end, end__gt=bid.earliest_start)
+    if constraints.models:
+        qs = qs.filter(pool__accelerator_model_id__in=sorted(int(m) for m in constraints.models))
+    if constraints.hubs:
+        qs = qs.filter(pool__site__hub__code__in=sorted(constraints.hubs))
+    if constraints.provinces:
+        qs = qs.filter(pool__site__province__in=sorted(constraints.provinces))
+    if constraints.domestic_only:
+        qs = qs.filter(pool__accelerator_model__domestic=True)
+    if constraints.verified_only:
+        qs = qs.filter(pool__verified=True)
+    if constraints.min_green_share_pct:
+        qs = qs.filter(pool__site__green_share_pct__gte=constraints.min_green_share_pct)
+    if constraints.max_pue_milli is not None:
+        qs = qs.filter(pool__site__pue__lte=Decimal(constraints.max_pue_milli) / 1000)
+    limit = bid.limit_price + _PREFILTER_EPSILON
+    if bid.price_unit == PriceUnit.ACCELERATOR_HOUR:
+        qs = qs.filter(ask__lt=limit)
+    else:
+        figure: Any
+        if bid.price_unit == PriceUnit.SCU_HOUR:  # SCU per accelerator-hour = dense TFLOPS / 1000
+            figure = Coalesce(
+                NullIf(F("pool__current_attestation__measured_tflops"), Value(0)),
+                Greatest(F("pool__accelerator_model__bf16_tflops"), F("pool__accelerator_model__fp16_tflops")),
+            ) / Value(Decimal(1000))
+        else:  # BWU per accelerator-hour = memory bandwidth in TB/s
+            figure = Coalesce(
+                NullIf(F("pool__current_attestation__measured_bw_tbps"), Value(0)),
+                F("pool__accelerator_model__memory_bw_tbps"),
+            )
+        qs = qs.alias(
+            ceiling=ExpressionWrapper(
+                figure * Value(limit * _PREFILTER_SLACK) + Value(_PREFILTER_EPSILON),
+                output_field=DecimalField(max_digits=40, decimal_places=12),
+            )
+        ).filter(ask__lt=F("ceiling"))
+    live = Lease.objects.exclude(status=LeaseStatus.CANCELLED).filter(end__gt=floor_hour(now))
+    return qs.prefetch_related(
+        Prefetch("leases", queryset=live.only("offer_id", "start", "end", "accelerators", "status"))
+    )
+
+
+FIRST_PASS_OFFERS = 32
+
+
+def _cheapest_first(bid: Bid, candidates: QuerySet[Offer]) -> tuple[list[Offer], bool] | None:
+    """For a bid in ¥/accelerator-hour: the cheapest candidate offers strictly below the first one left out (in
+    micro-yuan, the engine's key), and whether those are all the candidates. The engine takes offers in exactly
+    that price order (then arrival order), so if the bid fills among them, the whole book gives the same trades
+    and most of it need not be read. ``None`` in the other units (their order in SQL is not the engine's)."""
+    if bid.price_unit != PriceUnit.ACCELERATOR_HOUR:
+        return None
+    cheapest = list(candidates.order_by("ask", "created_at", "id")[: FIRST_PASS_OFFERS + 1])
+    if len(cheapest) <= FIRST_PASS_OFFERS:
+        return cheapest, True
+    cutoff = _micro(cheapest[-1].ask)
+    return [offer for offer in cheapest if _micro(offer.ask) < cutoff], False
+
+
+def _match(
+    *,
+    incoming: Offer | Bid,
+    actor: Any,
+    now: datetime,
+    exclude: Iterable[int] = (),
+) -> list[Lease]:
+    """Run the engine for one incoming order against the resting side. Call under the locks of its models.
+
+    ``exclude``: ids of resting orders this one must not trade with (they turned it down before). Leases start at
+    the current hour at the earliest (it may have begun a few minutes ago)."""
     now_hour = _epoch_hour(now)
+    excluded = set(exclude)
     offers: dict[str, Offer] = {}
     bids: dict[str, Bid] = {}
     engine_offers: dict[str, matching.Offer] = {}
     engine_bids: dict[str, matching.Bid] = {}
     book = matching.OrderBook()
     if isinstance(incoming, Bid):
-        # Resting offers that could cross: open, not over, overlapping the bid's window, of the named models.
-        resting = (
-            _tradable_offers(now)
-            .filter(start__lt=incoming.latest_end, end__gt=incoming.earliest_start)
-            .prefetch_related("leases")
-            .order_by("created_at", "id")
-        )
-        models = list(incoming.accelerator_models.all())
-        if models:
-            resting = resting.filter(pool__accelerator_model__in=models)
-        for offer in resting:
-            engine_offer = _engine_offer(offer, pool_attributes(offer.pool), now_hour)
-            offers[engine_offer.offer_id], engine_offers[engine_offer.offer_id] = offer, engine_offer
-            book.add_offer(engine_offer)  # no bids in the book yet: it only rests
-        engine_bid = _engine_bid(incoming, now_hour)
-        bids[engine_bid.bid_id], engine_bids[engine_bid.bid_id] = incoming, engine_bid
-        trades = book.add_bid(engine_bid)
+        candidates = _offers_a_bid_could_take(incoming, _engine_bid(incoming, now_hour).constraints, now)
+        first = _cheapest_first(incoming, candidates)
+        passes: list[list[Offer] | None] = [None] if first is None else [first[0]] if first[1] else [first[0], None]
+        for rows in passes:  # a first pass on the cheapest offers; the whole book only if that did not fill it
+            book, offers, engine_offers = matching.OrderBook(), {}, {}
+            engine_bid = _engine_bid(incoming, now_hour)
+            for offer in sorted(
+                candidates.order_by() if rows is None else rows, key=lambda o: (o.created_at, o.pk)
+            ):  # time priority: the book is built in arrival order
+                if offer.pk in excluded:
+                    continue
+                engine_offer = _engine_offer(offer, pool_attributes(offer.pool), now_hour)
+                offers[engine_offer.offer_id], engine_offers[engine_offer.offer_id] = offer, engine_offer
+                book.add_offer(engine_offer)  # no bids in the book yet: it only rests
+            bids[engine_bid.bid_id], engine_bids[engine_bid.bid_id] = incoming, engine_bid
+            trades = book.add_bid(engine_bid)
+            if engine_bid.remaining == 0:
+                break
     else:
+        # Resting bids that could cross: open, overlapping the offer's window, accepting its pool's model.
+        model_id = incoming.pool.accelerator_model_id
         resting_bids = (
             _tradable_bids(now)
             .filter(earliest_start__lt=incoming.end, latest_end__gt=incoming.start)
+            .filter(Q(accelerator_models=None) | Q(accelerator_models=model_id))
+            .distinct()
             .order_by("created_at", "id")
         )
         for bid in resting_bids:
+            if bid.pk in excluded:
+                continue
             engine_bid = _engine_bid(bid, now_hour)
             bids[engine_bid.bid_id], engine_bids[engine_bid.bid_id] = bid, engine_bid
             book.add_bid(engine_bid)  # no offers in the book yet: it only rests
@@ -976,11 +1107,12 @@ def _match(*, incoming: Offer | Bid, actor: Any, now: datetime) -> list[Lease]:
     return leases
 
 
-def _run_refusing_double_sales(work: Callable[[], _T]) -> _T:
-    """``work`` in a transaction under the market lock; the exclusion constraint turns into a refusal."""
+def _run_refusing_double_sales(work: Callable[[], _T], *, scope: set[int] | None) -> _T:
+    """``work`` in a transaction under the locks of ``scope`` (``_market_lock``); the exclusion constraint turns
+    into a refusal."""
     try:
         with transaction.atomic():
-            _market_lock()
+            _market_lock(scope)
             return work()
     except IntegrityError as error:
         if "allocation_no_double_sale" not in str(error):
@@ -1117,7 +1249,7 @@ def offer_create(*, organization: Organization, actor: Any, data: OfferInput, no
         offer.refresh_from_db()
         return offer
 
-    return _run_refusing_double_sales(work)
+    return _run_refusing_double_sales(work, scope={pool.accelerator_model_id})
 
 
 def offer_cancel(*, organization: Organization, actor: Any, offer: Offer) -> Offer:
@@ -1222,14 +1354,28 @@ def _bid_check(data: BidInput) -> tuple[list[FieldError], list[AcceleratorModel]
     return errors, models, hubs
 
 
-def _satisfiable_error(bid: Bid) -> FieldError | None:
+def _satisfiable_error(bid: Bid, constraints: matching.Constraints) -> FieldError | None:
     """Refuse constraints that no pool on the market could ever satisfy, rather than leave the bid resting."""
-    constraints = _constraints(bid)
-    pools = Pool.objects.filter(status=PoolStatus.LISTED, site__status=SiteStatus.ACTIVE).select_related(
-        "site__hub", "accelerator_model", "current_attestation"
+    pools = (
+        Pool.objects.filter(status=PoolStatus.LISTED, site__status=SiteStatus.ACTIVE)
+        .select_related("site__hub", "accelerator_model", "current_attestation")
+        .defer("current_attestation__raw_output", "accelerator_model__source_url")
     )
     if constraints.models:
         pools = pools.filter(accelerator_model_id__in=[int(m) for m in constraints.models])
+    # The same hard filters in SQL first (exact, as in _offers_a_bid_could_take): fewer pools to normalise.
+    if constraints.hubs:
+        pools = pools.filter(site__hub__code__in=sorted(constraints.hubs))
+    if constraints.provinces:
+        pools = pools.filter(site__province__in=sorted(constraints.provinces))
+    if constraints.domestic_only:
+        pools = pools.filter(accelerator_model__domestic=True)
+    if constraints.verified_only:
+        pools = pools.filter(verified=True)
+    if constraints.min_green_share_pct:
+        pools = pools.filter(site__green_share_pct__gte=constraints.min_green_share_pct)
+    if constraints.max_pue_milli is not None:
+        pools = pools.filter(site__pue__lte=Decimal(constraints.max_pue_milli) / 1000)
     unit = matching.PriceUnit(bid.price_unit)
     fitting = [
         pool for pool in pools if constraints.accepts(attrs := pool_attributes(pool)) and attrs.unit_micro(unit) > 0
@@ -1257,37 +1403,44 @@ def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: d
     if errors or tier_errors:
         raise ValidationFailed(errors + tier_errors)
     now = now or utcnow()
+    assert data.accelerators
+    assert data.hours
+    assert data.earliest_start
+    assert data.latest_end
+    assert data.limit_price
+    bid = Bid(
+        organization=organization,
+        accelerators=data.accelerators,
+        hours=data.hours,
+        earliest_start=data.earliest_start,
+        latest_end=data.latest_end,
+        limit_price=data.limit_price,
+        price_unit=data.price_unit,
+        currency=data.currency,
+        workload=data.workload,
+        min_tflops=data.min_tflops,
+        min_memory_gb=data.min_memory_gb,
+        provinces=provinces,
+        min_green_share_pct=data.min_green_share_pct,
+        max_pue=data.max_pue,
+        domestic_only=data.domestic_only,
+        verified_only=data.verified_only,
+        split_allowed=data.split_allowed,
+    )
+    # Before taking any lock: it depends only on the bid and the pools, not on the book.
+    unsatisfiable = _satisfiable_error(bid, _constraints(bid, models, hubs))
+    if unsatisfiable:
+        raise ValidationFailed([unsatisfiable])
 
     def work() -> Bid:
-        assert data.accelerators
-        assert data.hours
-        assert data.earliest_start
-        assert data.latest_end
-        assert data.limit_price
-        bid = Bid.objects.create(
-            organization=organization,
-            accelerators=data.accelerators,
-            hours=data.hours,
-            earliest_start=data.earliest_start,
-            latest_end=data.latest_end,
-            limit_price=data.limit_price,
-            price_unit=data.price_unit,
-            currency=data.currency,
-            workload=data.workload,
-            min_tflops=data.min_tflops,
-            min_memory_gb=data.min_memory_gb,
-            provinces=provinces,
-            min_green_share_pct=data.min_green_share_pct,
-            max_pue=data.max_pue,
-            domestic_only=data.domestic_only,
-            verified_only=data.verified_only,
-            split_allowed=data.split_allowed,
-        )
-        bid.accelerator_models.set(models)
-        bid.hubs.set(hubs)
-        unsatisfiable = _satisfiable_error(bid)
-        if unsatisfiable:
-            raise ValidationFailed([unsatisfiable])  # rolls the bid back
+        bid.save(force_insert=True)
+        _prefetch_constraints(bid, models, hubs)  # the engine and the API read them back without a query
+        if models:
+            Bid.accelerator_models.through.objects.bulk_create(
+                Bid.accelerator_models.through(bid_id=bid.pk, acceleratormodel_id=m.pk) for m in models
+            )
+        if hubs:
+            Bid.hubs.through.objects.bulk_create(Bid.hubs.through(bid_id=bid.pk, hub_id=h.pk) for h in hubs)
         audit_record(
             action="bid.created",
             target=bid,
@@ -1297,11 +1450,10 @@ def bid_create(*, organization: Organization, actor: Any, data: BidInput, now: d
                 bid, ["accelerators", "hours", "earliest_start", "latest_end", "limit_price", "price_unit"]
             ),
         )
-        _match(incoming=bid, actor=actor, now=now)
-        bid.refresh_from_db()
+        _match(incoming=bid, actor=actor, now=now)  # updates ``bid`` (status, filled) when it trades
         return bid
 
-    return _run_refusing_double_sales(work)
+    return _run_refusing_double_sales(work, scope={m.pk for m in models} or None)
 
 
 def bid_cancel(*, organization: Organization, actor: Any, bid: Bid) -> Bid:
@@ -1310,11 +1462,12 @@ def bid_cancel(*, organization: Organization, actor: Any, bid: Bid) -> Bid:
 
 
 def _order_cancel(*, organization: Organization, actor: Any, order: OrderT, action: str) -> OrderT:
-    """Cancel an open offer or bid of the organisation, under the market lock and the order's row lock."""
+    """Cancel an open offer or bid of the organisation, under its market's lock and the order's row lock."""
     if order.organization_id != organization.pk:
         raise ApplicationError("not_found", _("Not found."), status_code=404)
+    scope = _bid_lock_scope(order) if isinstance(order, Bid) else {_offer_model_id(order)}
     with transaction.atomic():
-        _market_lock()
+        _market_lock(scope)
         order = type(order).objects.select_for_update().get(pk=order.pk)
         if order.status != OrderStatus.OPEN:
             raise ApplicationError("not_open", _("Only an open order can be cancelled."), status_code=409)
@@ -1327,8 +1480,48 @@ def _order_cancel(*, organization: Organization, actor: Any, order: OrderT, acti
 # --- Leases ---------------------------------------------------------------------------------------------
 
 
+def _offer_model_id(offer: Offer) -> int:
+    return Pool.objects.filter(pk=offer.pool_id).values_list("accelerator_model_id", flat=True).get()
+
+
+def _lease_lock_scope(lease: Lease) -> set[int] | None:
+    """What a lease's release and re-matching touch: its pool's model and every model its bid may take."""
+    pool_model = Pool.objects.filter(pk=lease.pool_id).values_list("accelerator_model_id", flat=True).get()
+    bid_models = set(
+        Bid.accelerator_models.through.objects.filter(bid_id=lease.bid_id).values_list("acceleratormodel_id", flat=True)
+    )
+    return _scope_union({pool_model}, bid_models or None)
+
+
+def _rematch_returned(*, bid_ids: Iterable[int], offer_ids: Iterable[int], actor: Any, now: datetime) -> list[Lease]:
+    """Match returned orders at once, after a rejection or an expired confirmation. Call under locks covering their
+    models (``_lease_lock_scope``), after ``_release``.
+
+    Each returned bid re-enters as an incoming order (it takes the best resting offers at their price), then each
+    returned offer serves the resting bids in price-time priority. An order is never matched again with one that
+    already turned it down or let it expire (a cancelled lease between them)."""
+    leases: list[Lease] = []
+    refused = Lease.objects.filter(status=LeaseStatus.CANCELLED)
+    for bid in _tradable_bids(now).filter(pk__in=sorted(set(bid_ids))).order_by("created_at", "id"):
+        if bid.filled_accelerators < bid.accelerators:
+            turned_down = refused.filter(bid=bid).values_list("offer_id", flat=True)
+            leases += _match(incoming=bid, actor=actor, now=now, exclude=turned_down)
+    live = Lease.objects.exclude(status=LeaseStatus.CANCELLED).filter(end__gt=floor_hour(now))
+    offers = (
+        _tradable_offers(now)
+        .filter(pk__in=sorted(set(offer_ids)))
+        .prefetch_related(Prefetch("leases", queryset=live))
+        .order_by("created_at", "id")
+    )
+    for offer in offers:
+        turned_down = refused.filter(offer=offer).values_list("bid_id", flat=True)
+        leases += _match(incoming=offer, actor=actor, now=now, exclude=turned_down)
+    return leases
+
+
 def _release(lease: Lease) -> None:
-    """Give a lease's capacity back to its offer and its accelerators back to its bid (not re-matched now)."""
+    """Give a lease's capacity back to its offer and its accelerators back to its bid (``_rematch_returned`` then
+    matches them again)."""
     lease.allocations.all().delete()
     offer = Offer.objects.select_for_update().get(pk=lease.offer_id)
     if offer.status == OrderStatus.FILLED:
@@ -1350,8 +1543,9 @@ def lease_respond(
     if lease.provider_id != organization.pk:
         raise ApplicationError("not_found", _("Not found."), status_code=404)
     now = now or utcnow()
+    scope = _lease_lock_scope(lease)
     with transaction.atomic():
-        _market_lock()
+        _market_lock(scope)
         lease = Lease.objects.select_for_update().get(pk=lease.pk)
         if lease.status != LeaseStatus.PENDING:
             raise ApplicationError("not_pending", _("This lease is no longer waiting for you."), status_code=409)
@@ -1376,6 +1570,8 @@ def lease_respond(
         outbox_enqueue(
             "marketplace.tasks.lease_notify", kwargs={"lease_id": str(lease.public_id), "event": lease.status}
         )
+        if not confirm:
+            _rematch_returned(bid_ids=[lease.bid_id], offer_ids=[lease.offer_id], actor=actor, now=now)
     return lease
 
 
@@ -1405,12 +1601,14 @@ def lease_set_disputed(
 
 
 def lease_expire_unconfirmed(*, now: datetime | None = None) -> int:
-    """Cancel pending leases past their confirmation deadline and return their capacity. Idempotent."""
+    """Cancel pending leases past their confirmation deadline, return their capacity and bids and match those
+    again at once. Idempotent."""
     now = now or utcnow()
     expired = 0
     with transaction.atomic():
         _market_lock()
-        for lease in Lease.objects.select_for_update().filter(status=LeaseStatus.PENDING, confirm_by__lte=now):
+        leases = list(Lease.objects.select_for_update().filter(status=LeaseStatus.PENDING, confirm_by__lte=now))
+        for lease in leases:
             lease.status = LeaseStatus.CANCELLED
             lease.save(update_fields=["status", "updated_at"])
             _release(lease)
@@ -1423,6 +1621,13 @@ def lease_expire_unconfirmed(*, now: datetime | None = None) -> int:
                 after={"status": lease.status},
             )
             expired += 1
+        if leases:
+            _rematch_returned(
+                bid_ids=[lease.bid_id for lease in leases],
+                offer_ids=[lease.offer_id for lease in leases],
+                actor=None,
+                now=now,
+            )
     return expired
 
 
@@ -1481,7 +1686,7 @@ MAX_MONTHLY_TOKENS = 10**15
 MAX_TOKEN_MONTHS = 36
 MAX_TOKEN_WEIGHT = token_matching.MAX_WEIGHT
 TOKEN_BID_DEFAULT_LIFETIME = timedelta(days=7)
-TOKEN_CURRENCY = "CNY"  # noqa: S105 (a currency code)
+TOKEN_CURRENCY = "CNY"  # noqa: S105 (a currency code)  # nosec B105
 
 
 def _token_lock(served_model_id: int) -> None:
@@ -1638,6 +1843,23 @@ def _token_release(contract: TokenContract, now: datetime, *, reopen_bid: bool) 
             bid.save(update_fields=["status", "updated_at"])
 
 
+def _token_rematch_returned(contract: TokenContract, actor: Any, now: datetime) -> list[TokenContract]:
+    """After a contract is cancelled or completes, under its model's token lock: its bid (if it rests again)
+    takes the best open endpoint at once, then its endpoint's returned volume serves the resting bids. Never with
+    each other again after a rejection or an expired confirmation."""
+    contracts: list[TokenContract] = []
+    refused = TokenContract.objects.filter(status=LeaseStatus.CANCELLED)
+    bid = TokenBid.objects.filter(pk=contract.bid_id, status=OrderStatus.OPEN, expires_at__gt=now).first()
+    if bid is not None:
+        turned_down = refused.filter(bid=bid).values_list("endpoint_id", flat=True)
+        contracts += _match_token_bid(bid, actor, now, exclude=turned_down)
+    endpoint = TokenEndpoint.objects.filter(pk=contract.endpoint_id, status=EndpointStatus.OPEN).first()
+    if endpoint is not None:
+        turned_down = refused.filter(endpoint=endpoint).values_list("bid_id", flat=True)
+        contracts += _match_token_endpoint(endpoint, actor, now, exclude=turned_down)
+    return contracts
+
+
 def _token_contract_event(contract: TokenContract, from_status: str, actor: Any, note: str = "") -> None:
     TokenContractEvent.objects.create(
         contract=contract,
@@ -1706,18 +1928,25 @@ def _persist_token_trades(
     return contracts
 
 
-def _match_token_bid(bid: TokenBid, actor: Any, now: datetime) -> list[TokenContract]:
-    """An arriving bid against the open endpoints of its model. Call under the model's token lock."""
-    endpoints = {str(e.pk): e for e in _tradable_endpoints(bid.served_model_id)}
+def _match_token_bid(bid: TokenBid, actor: Any, now: datetime, exclude: Iterable[int] = ()) -> list[TokenContract]:
+    """An arriving bid against the open endpoints of its model (except ``exclude``, ids of endpoints that turned
+    it down before). Call under the model's token lock."""
+    excluded = set(exclude)
+    endpoints = {str(e.pk): e for e in _tradable_endpoints(bid.served_model_id) if e.pk not in excluded}
     trade = token_matching.match_bid(_engine_token_bid(bid), [_engine_endpoint(e) for e in endpoints.values()])
     return _persist_token_trades([trade], endpoints, {str(bid.pk): bid}, actor, now) if trade else []
 
 
-def _match_token_endpoint(endpoint: TokenEndpoint, actor: Any, now: datetime) -> list[TokenContract]:
-    """An arriving (or resumed) endpoint against the resting bids of its model. Call under the model's lock."""
-    resting = TokenBid.objects.filter(
-        served_model_id=endpoint.served_model_id, status=OrderStatus.OPEN, expires_at__gt=now
-    ).prefetch_related("hubs")
+def _match_token_endpoint(
+    endpoint: TokenEndpoint, actor: Any, now: datetime, exclude: Iterable[int] = ()
+) -> list[TokenContract]:
+    """An arriving (or resumed) endpoint, or one whose volume came back, against the resting bids of its model
+    (except ``exclude``, ids of bids it turned down before). Call under the model's lock."""
+    resting = (
+        TokenBid.objects.filter(served_model_id=endpoint.served_model_id, status=OrderStatus.OPEN, expires_at__gt=now)
+        .exclude(pk__in=sorted(set(exclude)))
+        .prefetch_related("hubs")
+    )
     bids = {str(b.pk): b for b in resting}
     endpoint = TokenEndpoint.objects.select_related("pool__site__hub", "pool__accelerator_model").get(pk=endpoint.pk)
     trades = token_matching.match_endpoint(_engine_endpoint(endpoint), [_engine_token_bid(b) for b in bids.values()])
@@ -2016,6 +2245,8 @@ def _token_contract_respond(
             "marketplace.tasks.token_contract_notify",
             kwargs={"contract_id": str(contract.public_id), "event": contract.status},
         )
+        if not confirm:
+            _token_rematch_returned(contract, actor, now)
     return contract
 
 
@@ -2032,7 +2263,7 @@ def token_contract_reject(
     *, organization: Organization, actor: Any, contract: TokenContract, note: str = "", now: datetime | None = None
 ) -> TokenContract:
     """The provider rejects a pending contract: cancelled, the volume returns to the endpoint and the bid rests
-    again (it is not re-matched at once)."""
+    again; both are matched again at once (never with each other)."""
     return _token_contract_respond(
         organization=organization, actor=actor, contract=contract, confirm=False, note=note, now=now
     )
@@ -2063,6 +2294,7 @@ def _token_contracts_close(
                 before={"status": previous},
                 after={"status": to_status},
             )
+            _token_rematch_returned(contract, None, now)
             done += 1
     return done
 

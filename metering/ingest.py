@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii
 from typing import Any
+
+import orjson
 
 from core.timeutils import HOUR, parse_rfc3339
 
@@ -27,6 +29,8 @@ CLOUDEVENTS_BATCH = "application/cloudevents-batch+json"
 # The measures a record may carry, all non-negative integers except the utilisation percentage.
 INTEGER_MEASURES = ("accelerator_seconds", "energy_wh", "tokens_in", "tokens_out", "requests")
 UTILISATION = "avg_utilization_pct"
+# The measures are stored as PostgreSQL bigint: a larger number is refused per record, not by a failed COPY.
+MAX_MEASURE = 2**63 - 1
 
 
 class BatchError(ValueError):
@@ -77,8 +81,10 @@ class Rejection:
 def parse_batch(body: bytes, content_type: str) -> list[Any]:
     """The list of raw records in a request body; BatchError for an unusable body."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        # orjson: ~4x faster than json on a 10,000-record body; stricter (no NaN/Infinity literals, no lone
+        # surrogates, integers within 64 bits), so a body PostgreSQL could not store is refused whole, up front.
+        payload = orjson.loads(body)
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         raise BatchError("invalid_json", "The body is not valid JSON.") from None
     if content_type.split(";")[0].strip().lower() == CLOUDEVENTS_BATCH:
         if not isinstance(payload, list):
@@ -196,6 +202,8 @@ def validate_record(
             return reject("invalid_measure", name, f"{name} must be a whole number.")
         if number < 0:
             return reject("negative_value", name, f"{name} cannot be negative.")
+        if number > MAX_MEASURE:
+            return reject("invalid_measure", name, f"{name} is at most {MAX_MEASURE}.")
         measures[name] = number
     energy = raw.get("energy_wh")
     utilisation_raw = raw.get(UTILISATION)
@@ -241,3 +249,143 @@ def validate_record(
             util=utilisation,
         ),
     )
+
+
+_ABSENT = object()
+
+
+def validate_batch(
+    raws: Sequence[Any],
+    *,
+    provider_id: int,
+    subjects: Mapping[str, LeaseFacts],
+    now: datetime,
+    closed_before: datetime,
+) -> list[Record | Rejection]:
+    """``validate_record`` of every record, in order: the same verdicts, about ten times faster.
+
+    Records of one batch share their subjects and windows, so what depends only on a subject or a window (its
+    usability, parsed bounds, JSON form in the content hash, future / closed-period checks) is worked out once
+    per batch. A record goes through one tight loop of exact-type checks; anything that loop does not accept as
+    plainly valid (every rejection, and unusual but valid forms) is judged by ``validate_record`` itself, so the
+    verdicts cannot drift apart (tests/metering/test_ingest.py compares both on generated records)."""
+    usable: dict[tuple[str, str], tuple[LeaseFacts, str, str]] = {
+        (facts.kind, key): (facts, _json_value(key), _json_value(facts.kind))
+        for key, facts in subjects.items()
+        if facts.provider_id == provider_id and facts.kind in ("lease", "contract")
+    }
+    latest_end = now + FUTURE_SKEW
+    # (window_start text, window_end text) -> (start, end, seconds, start JSON, end JSON), or None: not plain.
+    windows: dict[tuple[Any, Any], tuple[datetime, datetime, int, str, str] | None] = {}
+    out: list[Record | Rejection] = []
+    append = out.append
+    for raw in raws:
+        # A try block costs nothing when nothing is raised: a record that is not a plain valid one raises
+        # _Slow (or a KeyError/TypeError from a shape the loop does not expect) and is judged the slow way.
+        try:
+            if type(raw) is not dict:
+                raise _Slow
+            get: Any = raw.get
+            record_id = get("record_id")
+            if (
+                type(record_id) is not str
+                or not 0 < len(record_id) <= MAX_RECORD_ID_LENGTH
+                or "\x00" in record_id
+                or not record_id.strip()
+            ):
+                raise _Slow
+            lease_id = get("lease_id")
+            if lease_id is not None:
+                if get("contract_id") is not None or type(lease_id) is not str:
+                    raise _Slow
+                facts, subject_json, kind_json = usable[("lease", lease_id)]
+                subject_id = lease_id
+            else:
+                subject_id = get("contract_id")
+                if type(subject_id) is not str:
+                    raise _Slow
+                facts, subject_json, kind_json = usable[("contract", subject_id)]
+            window_key = (get("window_start"), get("window_end"))
+            try:
+                window = windows[window_key]
+            except KeyError:
+                window = windows[window_key] = _plain_window(window_key, latest_end, closed_before)
+            if window is None:
+                raise _Slow
+            start, end, seconds, start_json, end_json = window
+            if start < facts.start or end > facts.end:
+                raise _Slow
+            seconds_used = get("accelerator_seconds", 0)
+            energy = get("energy_wh", _ABSENT)
+            tokens_in = get("tokens_in", 0)
+            tokens_out = get("tokens_out", 0)
+            requests = get("requests", 0)
+            if energy is _ABSENT:
+                energy = None
+            elif type(energy) is not int or not 0 <= energy <= MAX_MEASURE:
+                raise _Slow
+            if (
+                type(seconds_used) is not int
+                or type(tokens_in) is not int
+                or type(tokens_out) is not int
+                or type(requests) is not int
+                or not 0 <= seconds_used <= MAX_MEASURE
+                or not 0 <= tokens_in <= MAX_MEASURE
+                or not 0 <= tokens_out <= MAX_MEASURE
+                or not 0 <= requests <= MAX_MEASURE
+                or (facts.kind == "lease" and seconds_used > facts.accelerators * seconds)
+            ):
+                raise _Slow
+            utilisation = get(UTILISATION)
+            if utilisation is not None:
+                if (type(utilisation) is not float and type(utilisation) is not int) or not 0 <= utilisation <= 100:
+                    raise _Slow
+                utilisation = round(utilisation * 100)
+            canonical = (
+                f'{{"accelerator_seconds":{seconds_used},"end":{end_json},'
+                f'"energy_wh":{"null" if energy is None else energy},"kind":{kind_json},"requests":{requests},'
+                f'"start":{start_json},"subject":{subject_json},"tokens_in":{tokens_in},'
+                f'"tokens_out":{tokens_out},"util":{"null" if utilisation is None else utilisation}}}'
+            )
+            append(
+                Record(
+                    record_id,
+                    subject_id,
+                    facts.kind,
+                    start,
+                    end,
+                    seconds_used,
+                    utilisation,
+                    energy,
+                    tokens_in,
+                    tokens_out,
+                    requests,
+                    hashlib.sha256(canonical.encode()).hexdigest(),
+                )
+            )
+        except (_Slow, KeyError, TypeError):
+            append(
+                validate_record(raw, provider_id=provider_id, subjects=subjects, now=now, closed_before=closed_before)
+            )
+    return out
+
+
+class _Slow(Exception):
+    """This record is not plainly valid: judge it with validate_record."""
+
+
+def _plain_window(
+    key: tuple[Any, Any], latest_end: datetime, closed_before: datetime
+) -> tuple[datetime, datetime, int, str, str] | None:
+    """A window's facts when it passes every check that does not depend on the record's subject, else None."""
+    start_text, end_text = key
+    if type(start_text) is not str or type(end_text) is not str:
+        return None
+    try:
+        start, start_iso = _instant(start_text)
+        end, end_iso = _instant(end_text)
+    except (ValueError, TypeError):
+        return None
+    if end <= start or end - start > HOUR or end > latest_end or end <= closed_before:
+        return None
+    return start, end, int((end - start).total_seconds()), _json_value(start_iso), _json_value(end_iso)

@@ -85,25 +85,28 @@ def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str,
     wanted = {str(u) for u in (_as_uuid(p) for p in public_ids) if u is not None}
     if not wanted:
         return {}
+    # Five columns, not model instances: a batch names up to thousands of leases.
+    leases = market_selectors.lease_facts_for_provider(organization, wanted).values_list(
+        "public_id", "provider_id", "accelerators", "start", "end"
+    )
     facts = {
-        str(lease.public_id): LeaseFacts(
-            public_id=str(lease.public_id),
-            provider_id=lease.provider_id,
-            accelerators=lease.accelerators,
-            start=lease.start,
-            end=lease.end,
+        str(public_id): LeaseFacts(
+            public_id=str(public_id),
+            provider_id=provider_id,
+            accelerators=accelerators,
+            start=start,
+            end=end,
             kind="lease",
         )
-        for lease in market_selectors.lease_facts_for_provider(organization, wanted)
+        for public_id, provider_id, accelerators, start, end in leases
     }
-    for contract in market_token_selectors.token_contract_facts_for_provider(organization, wanted - set(facts)):
-        facts[str(contract.public_id)] = LeaseFacts(
-            public_id=str(contract.public_id),
-            provider_id=contract.provider_id,
-            accelerators=0,
-            start=contract.start,
-            end=contract.end,
-            kind="contract",
+    rest = wanted - set(facts)
+    contracts = market_token_selectors.token_contract_facts_for_provider(organization, rest).values_list(
+        "public_id", "provider_id", "start", "end"
+    )
+    for public_id, provider_id, start, end in contracts if rest else ():
+        facts[str(public_id)] = LeaseFacts(
+            public_id=str(public_id), provider_id=provider_id, accelerators=0, start=start, end=end, kind="contract"
         )
     return facts
 

@@ -30,7 +30,6 @@ from metering.models import (
     SigningKey,
     UsageDirtyHour,
     UsageHour,
-    UsageRecord,
 )
 
 
@@ -172,18 +171,18 @@ def usage_batch_ingest(
         subjects = selectors.subject_facts(organization, wanted)
     closed_before = selectors.usage_closed_before(now)
 
-    results: list[RecordResult | None] = []
+    verdicts = ingest.validate_batch(
+        raw_records, provider_id=organization.pk, subjects=subjects, now=now, closed_before=closed_before
+    )
+    results: list[RecordResult | None] = [None] * len(verdicts)
     fresh: dict[str, tuple[int, ingest.Record]] = {}  # record_id -> (position, record), first occurrence
     repeats: list[tuple[int, ingest.Record]] = []  # the same id again inside this batch
-    for position, raw in enumerate(raw_records):
-        verdict = ingest.validate_record(
-            raw, provider_id=organization.pk, subjects=subjects, now=now, closed_before=closed_before
-        )
+    for position, verdict in enumerate(verdicts):
         if isinstance(verdict, ingest.Rejection):
-            results.append(RecordResult(verdict.record_id, "rejected", verdict.code, verdict.field, verdict.message))
-            continue
-        results.append(None)
-        if verdict.record_id in fresh:
+            results[position] = RecordResult(
+                verdict.record_id, "rejected", verdict.code, verdict.field, verdict.message
+            )
+        elif verdict.record_id in fresh:
             repeats.append((position, verdict))
         else:
             fresh[verdict.record_id] = (position, verdict)
@@ -301,13 +300,17 @@ def _copy_text(provider_id: int, batch_id: int, received_at: datetime, records: 
     record ids containing it (PostgreSQL's text type cannot hold it)."""
     tail = f"{batch_id}\t{received_at.isoformat()}\n"
     head = f"{provider_id}\t"
-    return "".join(
-        f"{head}{r.record_id.translate(_COPY_ESCAPES)}\t{r.subject_kind}\t{r.subject_id}\t"
-        f"{r.window_start.isoformat()}\t{r.window_end.isoformat()}\t{r.accelerator_seconds}\t"
-        f"{_copy_field(r.utilization_bp)}\t{_copy_field(r.energy_wh)}\t{r.tokens_in}\t{r.tokens_out}\t"
-        f"{r.requests}\t{r.content_hash}\t{tail}"
-        for r in records
-    )
+    stamps: dict[datetime, str] = {}  # the records of a batch share a few window bounds: format each once
+    lines = []
+    for r in records:
+        start = stamps.get(r.window_start) or stamps.setdefault(r.window_start, r.window_start.isoformat())
+        end = stamps.get(r.window_end) or stamps.setdefault(r.window_end, r.window_end.isoformat())
+        lines.append(
+            f"{head}{r.record_id.translate(_COPY_ESCAPES)}\t{r.subject_kind}\t{r.subject_id}\t{start}\t{end}\t"
+            f"{r.accelerator_seconds}\t{_copy_field(r.utilization_bp)}\t{_copy_field(r.energy_wh)}\t"
+            f"{r.tokens_in}\t{r.tokens_out}\t{r.requests}\t{r.content_hash}\t{tail}"
+        )
+    return "".join(lines)
 
 
 def usage_rollup_dirty(*, limit: int = 20_000, now: datetime | None = None) -> int:
@@ -369,6 +372,90 @@ def usage_partitions_ensure(*, months_ahead: int = 2, now: datetime | None = Non
     return created
 
 
+# Records inside one hour (nearly all of them) are summed by PostgreSQL, hour by hour; the few straddling two
+# hours are split by rollup.rollup (largest remainder), and both are added up: the same totals as rolling every
+# record up in Python (tests/metering/test_ingest_stateful.py compares them), ~10x faster.
+_WHOLE_HOURS = """
+SELECT date_trunc('hour', window_start, 'UTC'), min(provider_id), min(subject_kind), count(*),
+       sum(accelerator_seconds), coalesce(sum(energy_wh), 0), count(*) FILTER (WHERE energy_wh IS NULL),
+       coalesce(sum(accelerator_seconds) FILTER (WHERE energy_wh IS NULL), 0),
+       sum(tokens_in), sum(tokens_out), sum(requests),
+       coalesce(sum(utilization_bp::numeric * accelerator_seconds) FILTER (WHERE utilization_bp IS NOT NULL), 0),
+       coalesce(sum(accelerator_seconds) FILTER (WHERE utilization_bp IS NOT NULL), 0)
+FROM metering_usagerecord
+WHERE subject_id = %s AND window_start >= %s AND window_start < %s
+  AND date_trunc('hour', window_start, 'UTC') = date_trunc('hour', window_end - interval '1 microsecond', 'UTC')
+GROUP BY 1
+"""
+_STRADDLING = """
+SELECT provider_id, subject_kind, window_start, window_end, accelerator_seconds, utilization_bp, energy_wh,
+       tokens_in, tokens_out, requests
+FROM metering_usagerecord
+WHERE subject_id = %s AND window_start >= %s AND window_start < %s
+  AND date_trunc('hour', window_start, 'UTC') <> date_trunc('hour', window_end - interval '1 microsecond', 'UTC')
+"""
+
+
+def _hour_totals(
+    subject_id: str, hour_starts: list[datetime]
+) -> tuple[dict[datetime, rollup.HourTotals], int, str] | None:
+    """Totals of the given hours of one subject (hours without records are absent), its provider and kind;
+    None when those hours hold no record."""
+    wanted = set(hour_starts)
+    totals: dict[datetime, rollup.HourTotals] = {}
+    provider_id: int | None = None
+    subject_kind: str | None = None
+    with connection.cursor() as cursor:
+        cursor.execute(_WHOLE_HOURS, [subject_id, hour_starts[0], hour_starts[-1] + HOUR])
+        for hour, provider, kind, count, *sums in cursor.fetchall():
+            if hour not in wanted:
+                continue
+            provider_id, subject_kind = provider, kind
+            seconds, energy, without, seconds_without, tokens_in, tokens_out, requests, weight, weighted = map(
+                int, sums
+            )
+            totals[hour] = rollup.HourTotals(
+                record_count=count,
+                accelerator_seconds=seconds,
+                energy_wh=energy,
+                records_without_energy=without,
+                accelerator_seconds_without_energy=seconds_without,
+                tokens_in=tokens_in,
+                tokens_out=tokens_out,
+                requests=requests,
+                _utilization_weight=weight,
+                _utilization_seconds=weighted,
+            )
+        # A straddling record starts at most an hour before the first wanted hour.
+        cursor.execute(_STRADDLING, [subject_id, hour_starts[0] - HOUR, hour_starts[-1] + HOUR])
+        straddling = cursor.fetchall()
+    if straddling:
+        provider_id, subject_kind = straddling[0][0], straddling[0][1]
+        for hour, part in rollup.rollup(rollup.RawUsage(*row[2:]) for row in straddling).items():
+            if hour not in wanted:
+                continue
+            whole = totals.setdefault(hour, rollup.HourTotals())
+            for name in _TOTAL_FIELDS:
+                setattr(whole, name, getattr(whole, name) + getattr(part, name))
+    if not totals or provider_id is None or subject_kind is None:
+        return None
+    return totals, provider_id, subject_kind
+
+
+_TOTAL_FIELDS = (
+    "record_count",
+    "accelerator_seconds",
+    "energy_wh",
+    "records_without_energy",
+    "accelerator_seconds_without_energy",
+    "tokens_in",
+    "tokens_out",
+    "requests",
+    "_utilization_weight",
+    "_utilization_seconds",
+)
+
+
 def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
     """Recompute the hourly rollups of one lease or contract for the given hours, from its raw records.
 
@@ -382,28 +469,10 @@ def usage_rollup_hours(*, subject_id: str, hours: list[datetime]) -> int:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"usage-rollup:{subject_id}"])
-        records = list(
-            UsageRecord.objects.filter(
-                subject_id=subject_id,
-                window_start__lt=hour_starts[-1] + HOUR,
-                window_end__gt=hour_starts[0],
-            ).values_list(
-                "provider_id",
-                "subject_kind",
-                "window_start",
-                "window_end",
-                "accelerator_seconds",
-                "utilization_bp",
-                "energy_wh",
-                "tokens_in",
-                "tokens_out",
-                "requests",
-            )
-        )
-        if not records:
+        found = _hour_totals(subject_id, hour_starts)
+        if found is None:
             return 0
-        provider_id, subject_kind = records[0][0], records[0][1]
-        totals = rollup.rollup(rollup.RawUsage(*row[2:]) for row in records)
+        totals, provider_id, subject_kind = found
         rows = [
             UsageHour(
                 provider_id=provider_id,

@@ -6,6 +6,7 @@ from vouchers.models import (
     Attachment,
     FirmYearUsage,
     Grant,
+    LineRefusal,
     Program,
     Redemption,
     RedemptionLine,
@@ -51,6 +52,13 @@ class RedemptionLineAdmin(ReadOnlyAdmin):
 class RedemptionReleaseAdmin(ReadOnlyAdmin):
     list_display = ["redemption", "reference", "amount_minor", "released_at"]
     search_fields = ["redemption__invoice_reference", "reference"]
+
+
+@admin.register(LineRefusal)
+class LineRefusalAdmin(ReadOnlyAdmin):
+    list_display = ["invoice_reference", "line_index", "code", "buyer", "provider", "program", "refused_at"]
+    list_filter = ["code"]
+    search_fields = ["invoice_reference", "buyer__name", "provider__name"]
 
 
 @admin.register(FirmYearUsage)

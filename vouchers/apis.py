@@ -36,6 +36,8 @@ class ProgramOutput(serializers.Serializer):
     ratio_other = serializers.DecimalField(max_digits=20, decimal_places=10)
     ratio_startup = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True)
     ratio_sme = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True)
+    # Model/API (token) usage: null means the chip-origin ratios apply to it too.
+    ratio_model = serializers.DecimalField(max_digits=20, decimal_places=10, allow_null=True)
     cap_per_application_minor = serializers.IntegerField(allow_null=True)
     cap_per_firm_year_minor = serializers.IntegerField(allow_null=True)
     settlement_mode = serializers.CharField()

@@ -380,3 +380,32 @@ class RedemptionRelease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.amount_minor}"
+
+
+class LineRefusal(models.Model):
+    """An invoice line a grant refused for a reason a reviewer should see (related party, provider not listed,
+    stacking, ...). Kept whether or not the rest of the invoice was subsidised: an invoice refused outright
+    leaves no redemption, and it is the case a reviewer most needs to see. Unique per (grant, invoice, line,
+    reason): asking for the invoice's subsidy again stores nothing twice."""
+
+    grant = models.ForeignKey(Grant, on_delete=models.PROTECT, related_name="refusals")
+    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="refusals")
+    buyer = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    invoice_reference = models.CharField(max_length=100)
+    line_index = models.PositiveIntegerField()
+    code = models.CharField(max_length=40)
+    provider = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    amount_minor = models.BigIntegerField()
+    refused_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grant", "invoice_reference", "line_index", "code"], name="voucher_line_refusal_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["program", "refused_at"])]
+        ordering = ["-refused_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.invoice_reference} line {self.line_index}: {self.code}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -26,6 +26,7 @@ from vouchers.models import (
     FirmYearUsage,
     Grant,
     GrantStatus,
+    LineRefusal,
     Program,
     ProgramStatus,
     Redemption,
@@ -658,6 +659,34 @@ def _has_metered_evidence(evidence: Any) -> bool:
     return isinstance(evidence, dict) and any(evidence.get(key) for key in METERED_EVIDENCE_KEYS)
 
 
+def _refused_invoices(scope: Q) -> list[FlaggedCase]:
+    """One case per (programme, buyer, invoice) with refused lines, newest first; the subsidy the invoice kept
+    from that programme beside it (0 when it was refused outright)."""
+    cases: dict[tuple[int, int, str], FlaggedCase] = {}
+    for refusal in LineRefusal.objects.filter(scope).select_related("program", "buyer")[: FLAG_LIMIT * 4]:
+        key = (refusal.program_id, refusal.buyer_id, refusal.invoice_reference)
+        case = cases.get(key)
+        codes = tuple(sorted({*(case.codes if case else ()), refusal.code}))
+        cases[key] = FlaggedCase(
+            kind=FlagKind.REFUSAL,
+            program=refusal.program,
+            buyer_name=refusal.buyer.name,
+            at=case.at if case else refusal.refused_at,
+            amount_minor=0,
+            codes=codes,
+            reference=refusal.invoice_reference,
+        )
+    kept = {
+        (row["program_id"], row["buyer_id"], row["invoice_reference"]): row["net"]
+        for row in Redemption.objects.filter(
+            program_id__in={k[0] for k in cases}, invoice_reference__in={k[2] for k in cases}
+        )
+        .values("program_id", "buyer_id", "invoice_reference")
+        .annotate(net=Sum(F("amount_minor") - F("released_minor")))
+    }
+    return [replace(case, amount_minor=kept.get(key, 0)) for key, case in cases.items()][:FLAG_LIMIT]
+
+
 def flagged_cases(
     issuer: Organization, *, program: Program | None = None, at: datetime | None = None
 ) -> dict[str, list[FlaggedCase]]:
@@ -671,38 +700,7 @@ def flagged_cases(
     if program is not None:
         scope &= Q(program=program)
 
-    refusals: list[FlaggedCase] = []
-    any_code = Q()
-    for code in FLAGGED_REFUSAL_CODES:
-        any_code |= Q(evidence__contains={"refusals": [{"code": code}]})
-    for redemption in (
-        Redemption.objects.filter(scope)
-        .filter(any_code)
-        .select_related("program", "buyer", "grant")
-        .order_by("-reserved_at", "-id")[: FLAG_LIMIT * 2]
-    ):
-        codes = sorted(
-            {
-                r.get("code", "")
-                for r in redemption.evidence.get("refusals", [])
-                if isinstance(r, dict)
-                and r.get("code") in FLAGGED_REFUSAL_CODES
-                and r.get("grant") in (None, redemption.grant_id)
-            }
-        )
-        if codes:
-            refusals.append(
-                FlaggedCase(
-                    kind=FlagKind.REFUSAL,
-                    program=redemption.program,
-                    buyer_name=redemption.buyer.name,
-                    at=redemption.reserved_at,
-                    amount_minor=redemption.net_minor,
-                    codes=tuple(codes),
-                    reference=redemption.invoice_reference,
-                    redemption_public_id=redemption.public_id,
-                )
-            )
+    refusals = _refused_invoices(scope)
 
     expiring = [
         FlaggedCase(

@@ -33,6 +33,7 @@ from vouchers.models import (
     FirmYearUsage,
     Grant,
     GrantStatus,
+    LineRefusal,
     Program,
     ProgramStatus,
     Redemption,
@@ -669,6 +670,37 @@ def _usage_rows(
     return {row.program_id: row for row in rows}
 
 
+def _line_refusals_store(
+    refusals: Sequence[rules.Refusal],
+    *,
+    grants: list[Grant],
+    buyer: Organization,
+    reference: str,
+    lines: Sequence[EligibleLine],
+    at: datetime,
+) -> None:
+    """Keep the refusals a reviewer should see, one row per grant concerned (a refusal before any grant was
+    considered, such as a related party, concerns every usable grant of the buyer)."""
+    rows = [
+        LineRefusal(
+            grant=grant,
+            program_id=grant.program_id,
+            buyer=buyer,
+            invoice_reference=reference,
+            line_index=refusal.line_index,
+            code=refusal.code,
+            provider_id=lines[refusal.line_index].provider_id,
+            amount_minor=lines[refusal.line_index].amount_minor,
+            refused_at=at,
+        )
+        for refusal in refusals
+        if refusal.code in selectors.FLAGGED_REFUSAL_CODES
+        for grant in grants
+        if refusal.grant_id in (None, grant.pk)
+    ]
+    LineRefusal.objects.bulk_create(rows, ignore_conflicts=True)
+
+
 def voucher_subsidy_reserve(
     *, buyer: Organization, invoice_reference: str, lines: Sequence[EligibleLine], at: datetime
 ) -> list[Redemption]:
@@ -723,6 +755,7 @@ def voucher_subsidy_reserve(
         plan = rules.plan_subsidy(lines, states, related_provider_ids=related)
         by_id = {g.pk: g for g in grants}
         refusals = [{"line": r.line_index, "grant": r.grant_id, "code": r.code} for r in plan.refusals]
+        _line_refusals_store(plan.refusals, grants=grants, buyer=buyer, reference=reference, lines=lines, at=at)
         created: list[Redemption] = []
         for grant_plan in plan.grants:
             grant = by_id[grant_plan.grant_id]

@@ -27,7 +27,7 @@ from billing.models import (
     StripeEvent,
     WebhookRejection,
 )
-from tests.billing.conftest import OCTOBER
+from tests.billing.conftest import OCTOBER, deliver, october_lease
 from tests.billing.test_stripe_gateway import sign
 
 AT = datetime(2026, 11, 2, 6, tzinfo=UTC)
@@ -302,3 +302,53 @@ def test_localstripe_webhooks_reach_the_webhook_view(
     assert services.stripe_event_process(event_id=event.event_id)
     invoice.refresh_from_db()
     assert invoice.status == "paid"
+
+
+def _paid(invoice: Invoice) -> Invoice:
+    payment = services.payment_start(invoice=invoice)
+    card(payment)
+    services.payment_sync(payment_intent_id=payment.stripe_payment_intent_id, at=AT)
+    invoice.refresh_from_db()
+    return invoice
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_credit_after_the_payouts_is_owed_back_and_taken_from_the_next_payout(billing_world, stripe_server, make_org):
+    """Found by the audit-coverage tests: a credit note on an invoice already paid out used to fail on the guarded
+    payable balance (a 500). Now the owners owe it back and their next payouts are smaller by exactly that."""
+    w = billing_world
+    first = _paid(finalized(w))
+    # The operator's payout is transferred; the partner's is still waiting when the credit is issued.
+    operator_payout = Payout.objects.get(invoice=first, owner=w.provider)
+    services.payout_execute(payout=operator_payout)
+    partner_before = Payout.objects.get(invoice=first, owner=w.partner).amount_minor
+
+    services.credit_note_issue(invoice=first, net_minor=10_000, reason="SLA dispute", idempotency_key="cn-after")
+
+    owed = balance(AccountKind.PROVIDER_RECEIVABLE, w.provider)
+    partner_payout = Payout.objects.get(invoice=first, owner=w.partner)
+    partner_cut = partner_before - partner_payout.amount_minor
+    # Each owner gives back their part, one way or the other.
+    assert owed > 0
+    assert partner_cut > 0
+    assert balance(AccountKind.PROVIDER_RECEIVABLE, w.partner) == 0
+    assert services.payouts_due() == 1  # the partner's smaller payout goes through
+    partner_payout.refresh_from_db()
+    assert partner_payout.transfer_minor == partner_before - partner_cut
+    assert ledger_verify().mismatches == []
+
+    # The operator's next invoice pays out less by what they owe, once.
+    other_buyer = make_org("buyer", name="上海第二买家科技有限公司")
+    deliver(october_lease(w.provider, other_buyer))
+    (second,) = services.invoice_run(window=OCTOBER, buyer_ids=[other_buyer.pk], at=AT)
+    second = _paid(services.invoice_finalize(invoice=second, at=AT))
+    assert services.payouts_due() >= 1
+    next_payout = Payout.objects.get(invoice=second, owner=w.provider)
+    assert next_payout.clawback_minor == owed
+    transfer = gw.transfer_retrieve(transfer_id=next_payout.stripe_transfer_id)
+    assert transfer.amount_minor == next_payout.amount_minor - owed
+    assert balance(AccountKind.PROVIDER_RECEIVABLE, w.provider) == 0
+    assert balance(AccountKind.PROVIDER_PAYABLE, w.provider) == 0
+    assert ledger_verify().mismatches == []
+    run = services.reconciliation_run_recent()  # the smaller transfer is what we booked: no difference
+    assert [d for d in run.differences if d["stripe_id"] == next_payout.stripe_transfer_id] == []

@@ -212,6 +212,23 @@ def test_a_broker_outage_delays_work_but_loses_none(worker):
     assert message.attempts == 3
 
 
+def test_after_a_failed_publish_the_next_requests_leave_it_to_the_relay(broker):
+    broker.down()
+    with transaction.atomic():
+        first = outbox_enqueue(PING, args=["first"])  # pays for the broker's failure
+    started = time.monotonic()
+    with transaction.atomic():
+        second = outbox_enqueue(PING, args=["second"])
+    assert time.monotonic() - started < 1  # does not wait for the broker again
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.attempts, second.attempts) == (1, 0)
+    assert second.published_at is None  # kept for the relay, which still tries every time
+    broker.up()
+    assert outbox_relay() == 2
+    assert [h["argsrepr"] for h in broker.messages()] == ["['first']", "['second']"]
+
+
 def test_while_the_broker_is_down_a_relay_stops_at_the_first_failure(broker):
     OutboxMessage.objects.bulk_create(OutboxMessage(task_name=PING, args=[str(i)]) for i in range(3))
     broker.down()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,6 +72,9 @@ class Broker:
     def messages(self) -> list[dict]:
         return [json.loads(f.read_text())["headers"] for f in sorted((self.folder / "queue").glob("*.msg"))]
 
+    def worker_env(self) -> dict[str, str]:
+        return {"CELERY_BROKER_URL": "filesystem://", "SUANLI_BROKER_DIR": str(self.folder)}
+
 
 @pytest.fixture
 def broker(tmp_path) -> Iterator[Broker]:
@@ -95,7 +100,7 @@ def _test_database_url() -> str:
 class Workers:
     """Starts real ``celery worker`` subprocesses on the broker; stops (or kills) them."""
 
-    broker: Broker
+    broker: Broker | RedisBroker
     logs: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -104,9 +109,8 @@ class Workers:
             **os.environ,
             "DATABASE_URL": _test_database_url(),
             "SUANLI_TESTING": "1",
-            "CELERY_BROKER_URL": "filesystem://",
-            "SUANLI_BROKER_DIR": str(self.broker.folder),
             "DJANGO_SETTINGS_MODULE": "config.settings",
+            **self.broker.worker_env(),
         }
         number = len(self.processes) + 1
         log = (self.logs / f"worker{number}.log").open("wb")
@@ -150,10 +154,96 @@ class Workers:
                 process.wait(timeout=10)
 
 
-@pytest.fixture
-def workers(broker, tmp_path) -> Iterator[Workers]:
+def _workers(broker: Broker | RedisBroker, logs: Path) -> Iterator[Workers]:
     assert settings.CELERY_TASK_ACKS_LATE
     assert settings.CELERY_TASK_REJECT_ON_WORKER_LOST
-    pool = Workers(broker=broker, logs=tmp_path)
+    pool = Workers(broker=broker, logs=logs)
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture
+def workers(broker, tmp_path) -> Iterator[Workers]:
+    yield from _workers(broker, tmp_path)
+
+
+@dataclass
+class RedisBroker:
+    """A real redis-server of the test's own on a free loopback port, which a test can freeze (SIGSTOP).
+
+    Production runs Celery on Redis; a frozen Redis is worse than a dead one for a client: the connection is
+    accepted by the kernel and then nothing answers, so only socket timeouts end a publish.
+    """
+
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def worker_env(self) -> dict[str, str]:
+        return {"CELERY_BROKER_URL": self.url}
+
+    def freeze(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    def queued(self) -> int:
+        import redis
+
+        return int(redis.Redis(port=self.port, socket_timeout=5).llen("celery"))
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def redis_broker(tmp_path) -> Iterator[RedisBroker]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        message = "redis-server is not installed (apt-get install redis-server; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path,
+        stdout=(tmp_path / "redis.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    broker = RedisBroker(process=process, port=port)
+    keys = ["broker_url", "broker_transport_options"]
+    saved = {key: celery_app.conf[key] for key in keys}
+    try:
+        wait_for(lambda: _answers(broker), timeout=10, what="redis-server to start")
+        celery_app.conf.broker_url = broker.url
+        celery_app.conf.broker_transport_options = settings.REDIS_BROKER_TRANSPORT_OPTIONS
+        _reset_connections()
+        yield broker
+    finally:
+        for key, value in saved.items():
+            celery_app.conf[key] = value
+        _reset_connections()
+        process.send_signal(signal.SIGCONT)  # a stopped process ignores SIGTERM until continued
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _answers(broker: RedisBroker) -> bool:
+    try:
+        broker.queued()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture
+def redis_workers(redis_broker, tmp_path) -> Iterator[Workers]:
+    yield from _workers(redis_broker, tmp_path)

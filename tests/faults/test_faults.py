@@ -89,7 +89,7 @@ def test_a_broker_outage_while_business_writes_continue_loses_nothing(workers, b
     assert count("fault.business") == 20  # every business change committed
     pending = OutboxMessage.objects.filter(published_at__isnull=True)
     assert pending.count() == 20  # and every piece of work is kept
-    assert all(m.last_error for m in pending)
+    assert pending.exclude(last_error="").count() == 1  # the first write tried; the rest left it to the relay
     assert outbox_relay() == 0  # a relay while it is still down publishes nothing and loses nothing
     assert pending.count() == 20
     assert broker.messages() == []

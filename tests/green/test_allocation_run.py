@@ -117,18 +117,32 @@ def test_two_racing_runs_never_over_or_double_allocate(make_org):
     _check_invariants()
 
 
-def test_a_stale_plan_is_refused_by_the_conditional_update(make_org):
-    """A slice planned from an outdated snapshot writes nothing: the UPDATE's condition fails."""
+def test_a_stale_plan_is_refused_by_the_conditional_updates(make_org):
+    """A plan made from an outdated snapshot writes nothing: the grouped conditional UPDATEs refuse it (their row
+    count falls short) and the savepoint rolls back every statement of the attempt."""
     from green.allocation import AllocationSlice
 
     org = make_org("provider")
     site = make_site(org)
     lot = make_lot(site)
     services.allocation_run(run_key="r1", consumption=_slices(site, 1, 900_000))
-    services.allocation_run(run_key="r2", consumption=_slices(site, 1, 50_000, "other"))
-    stale = AllocationSlice(lot_id=lot.pk, consumption_id="other-0", energy_wh=200_000)
-    assert services._apply_slice("r3", stale, HOUR) is False
+    services.allocation_run(run_key="r2", consumption=_slices(site, 1, 50_000, "other"))  # 50,000 Wh left
+    stale_plans = [
+        # A new account, but the lot has only 50,000 Wh left: the lot's condition refuses.
+        ([services.ConsumptionSlice("late-0", site.pk, HOUR, 200_000)], set(), 1, "late-0", 200_000),
+        # An account already covered: its condition refuses, though the lot could give 10,000 Wh.
+        ([services.ConsumptionSlice("other-0", site.pk, HOUR, 50_000)], {"other-0"}, 0, "other-0", 10_000),
+    ]
+    for consumption, existing, new_accounts, key, wh in stale_plans:
+        with transaction.atomic():
+            services._stage_slices(consumption)
+            planning = services._Planning(consumption=[], number={key: 0}, existing=existing, new_accounts=new_accounts)
+            with pytest.raises(services._Refused), transaction.atomic(), connection.cursor() as cursor:
+                services._write_plan(cursor, "r3", planning, [AllocationSlice(lot.pk, key, wh)])
     assert not Allocation.objects.filter(run_key="r3").exists()
+    assert not ConsumptionAccount.objects.filter(consumption_key="late-0").exists()
+    lot.refresh_from_db()
+    assert (lot.allocated_wh, lot.status) == (950_000, LotStatus.RESERVED)
     _check_invariants()
 
 

@@ -108,3 +108,81 @@ def test_bad_orders_are_400_with_codes_and_cancel_works(make_org, api_client_for
     read_only = api_client_for(buyer, ["market:read"])
     assert read_only.get("/api/v1/market/bids").status_code == 200
     assert read_only.post("/api/v1/market/bids", bid_body(), format="json").status_code == 403
+
+
+def _company_in(organization, province):
+    from accounts.models import CompanyProfile
+
+    CompanyProfile.objects.create(
+        organization=organization,
+        legal_name=organization.name,
+        uscc="91310000MA1FL0000X",
+        registered_province=province,
+        registered_city="某市",
+        industry="software",
+        size_class="small",
+        legal_representative="某",
+    )
+
+
+@pytest.mark.django_db
+def test_the_bid_api_takes_a_latency_tier_and_defaults_the_province_to_the_company(make_org, api_client_for):
+    from marketplace.models import Cluster
+    from tests.marketplace.factories import make_offer, make_pool, make_site
+
+    west, east = make_org("provider"), make_org("provider")
+    nx = make_site(west, "中卫", province="64", hub=Cluster.objects.get(name_zh="中卫数据中心集群").hub)
+    sh = make_site(east, "临港", province="31")
+    make_offer(make_pool(nx, "西部池", accelerator_count=8, status="listed"), ask="5")  # cheaper, far away
+    make_offer(make_pool(sh, "上海池", accelerator_count=8, status="listed"), ask="9")
+    buyer = make_org("buyer")
+    _company_in(buyer, "31")
+    purchaser = api_client_for(buyer)
+
+    placed = purchaser.post(
+        "/api/v1/market/bids",
+        bid_body(accelerators=2, hours=4, workload="inference", latency_tier="region"),
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="lat-1",
+    )
+    assert placed.status_code == 201, placed.json()
+    assert "31" in placed.json()["provinces"]
+    assert "64" not in placed.json()["provinces"]  # Ningxia is beyond ~10 ms of Shanghai
+    assert Lease.objects.get().pool.site.province == "31"  # the dearer Shanghai pool, not the western one
+
+    # An explicit province overrides the company's: from Ningxia, the western pool is in the region.
+    ningxia = purchaser.post(
+        "/api/v1/market/bids",
+        bid_body(accelerators=2, hours=4, workload="inference", latency_tier="region", buyer_province="64"),
+        format="json",
+    )
+    assert ningxia.status_code == 201, ningxia.json()
+    assert "64" in ningxia.json()["provinces"]
+
+
+@pytest.mark.django_db
+def test_the_bid_api_refuses_bad_latency_input_with_field_and_code(make_org, api_client_for):
+    provider = make_org("provider")
+    make_listed_pool(provider, count=8)
+    purchaser = api_client_for(make_org("buyer"))  # no company profile: no default province
+
+    def error(**overrides):
+        response = purchaser.post("/api/v1/market/bids", bid_body(workload="inference", **overrides), format="json")
+        assert response.status_code == 400, response.json()
+        return [(e["field"], e["code"]) for e in response.json()["errors"]]
+
+    assert error(latency_tier="fast") == [("latency_tier", "invalid_choice")]
+    assert error(latency_tier="near", buyer_province="99") == [("buyer_province", "invalid_choice")]
+    assert error(latency_tier="near") == [("buyer_province", "buyer_province_required")]
+    assert error(latency_tier="region", buyer_province="31", provinces=["64"]) == [("latency_tier", "unsatisfiable")]
+    assert not Bid.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_openapi_schema_documents_the_latency_fields(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    schemas = schema["components"]["schemas"]
+    fields = schemas["BidInputRequest"]["properties"]
+    assert fields["latency_tier"]["default"] == "any"
+    assert set(schemas["BidInputLatencyTierEnum"]["enum"]) == {"region", "near", "any"}
+    assert "company registration" in fields["buyer_province"]["description"]

@@ -336,3 +336,84 @@ def test_demo_market_is_live_matched_and_idempotent():
     demo.seed()
     assert (Offer.objects.count(), Bid.objects.count(), Lease.objects.count()) == counts
     assert elapsed < 60  # ~10 s on a quiet 2-core machine
+
+
+# --- What is left of an offer ---------------------------------------------------------------------------
+
+
+def _lease_on(offer, buyer, accelerators, start, hours, status="pending"):
+    from marketplace.models import Lease
+
+    return Lease.objects.create(
+        bid=make_bid(buyer, accelerators=accelerators, earliest_start=start, hours=hours),
+        offer=offer,
+        pool=offer.pool,
+        buyer=buyer,
+        provider=offer.organization,
+        accelerators=accelerators,
+        start=start,
+        end=start + timedelta(hours=hours),
+        price=offer.ask,
+        confirm_by=start,
+        status=status,
+    )
+
+
+def test_the_market_shows_and_filters_on_the_accelerators_left_unleased(
+    market, make_org, client_for, django_assert_max_num_queries
+):
+    buyer = make_org("buyer")
+    h100 = market["offers"]["h100"]  # 16 accelerators for 24 h
+    start = h100.start
+    _lease_on(h100, buyer, 6, start, 4)  # back to back: the peak is 6 + 4, not the sum of all leases
+    _lease_on(h100, buyer, 4, start, 8)
+    _lease_on(h100, buyer, 6, start + timedelta(hours=4), 4, status="active")
+    _lease_on(h100, buyer, 16, start, 24, status="cancelled")  # a rejected lease leaves nothing sold
+    client = client_for(buyer.owner)
+
+    html = client.get("/market/", {"sort": "-price"}).content.decode()
+    h100_row = next(r for r in rows(html) if "H100" in r)
+    assert 'data-remaining="6"' in h100_row  # 16 - (6 + 4)
+    assert "of 16" in h100_row
+    h20_row = next(r for r in rows(html) if "H20" in r)
+    assert 'data-remaining="8"' in h20_row  # nothing sold: no "of"
+    assert "of 8" not in h20_row
+
+    def shown(**params):
+        return [r.split("</td>")[0] for r in rows(client.get("/market/", params).content.decode())]
+
+    assert len(shown(min_free="6")) == 3
+    assert len(shown(min_free="7")) == 2  # the H100 offer is 16 big but has only 6 left
+    assert all("H100" not in r for r in shown(min_free="7"))
+    with django_assert_max_num_queries(12):
+        client.get("/market/", {"min_free": "7", "unit": "scu_hour"})
+
+    filters = selectors.MarketFilters(min_accelerators=7)
+    assert h100.pk not in set(selectors.offer_market_list(filters=filters).values_list("id", flat=True))
+
+
+def test_the_depth_chart_counts_what_is_left(market, make_org):
+    buyer = make_org("buyer")
+    h100 = market["offers"]["h100"]
+    _lease_on(h100, buyer, 10, h100.start, 24)
+    depth = selectors.market_depth(accelerator_model=h100.pool.accelerator_model, unit="acc_hour")
+    assert [level.accelerators for level in depth["asks"]] == [6]
+
+
+def test_the_phone_summary_bar_follows_the_live_preview(market, make_org, client_for):
+    """Below lg the live panel is under the long form: a compact bar pinned to the bottom of the screen carries
+    the count and the cheapest match, swapped out of band by every preview, with its own submit button."""
+    client = client_for(make_org("buyer").owner)
+    page = client.get("/market/bids/new/").content.decode()
+    bar = page.split('<div id="bid-summary"')[1][:1500]
+    assert "fixed-bottom d-lg-none" in bar[:80]
+    assert 'form="bid-form"' in bar  # it submits the form from anywhere on the page
+    assert "hx-swap-oob" not in bar
+
+    html = client.post("/market/bids/preview/", bid_form()).content.decode()
+    summary = html.split('<div id="bid-summary"')[1]
+    assert 'hx-swap-oob="true"' in summary[:200]
+    assert 'data-testid="bid-summary-count"' in summary
+    assert "¥20.00" in summary  # the H100's price per SCU-hour, the cheapest match
+    none = client.post("/market/bids/preview/", bid_form(limit_price="5")).content.decode()
+    assert 'data-testid="bid-summary-none"' in none.split('<div id="bid-summary"')[1]

@@ -84,6 +84,16 @@ def test_limit_per_scu_hour_is_exact():
     assert trade.bid_id == "high"
 
 
+def test_limit_is_exact_when_sort_keys_tie():
+    # 1 ¥ at 1.000001 SCU is 0.999999000001 ¥/SCU-h: its floor sort key equals that of a 0.999999 limit, yet it
+    # is above the limit. An offer behind it with the same key at exactly 0.999999 ¥/SCU-h must still trade.
+    book = OrderBook()
+    book.add_offer(offer("above", ask=1.0, scu_micro=1_000_001))
+    book.add_offer(offer("exact", ask=0.999999, scu_micro=1_000_000))
+    [trade] = book.add_bid(bid(limit=0.999999, unit=PriceUnit.SCU_HOUR))
+    assert trade.offer_id == "exact"
+
+
 def test_cheapest_normalised_offer_wins_not_cheapest_per_card():
     # H20: cheap per card but weak (0.148 SCU); H100: dearer per card, far cheaper per SCU-hour.
     book = OrderBook()

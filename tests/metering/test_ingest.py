@@ -198,3 +198,85 @@ def test_fast_content_hash_equals_the_canonical_json_hash(subject, kind, start, 
         subject=subject, kind=kind, start=start, end=end, measures=measures, energy=energy, util=util
     )
     assert fast == ingest.content_hash(normalised)
+
+
+# --- The batch validator gives exactly validate_record's verdicts ---------------------------------------
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 40_000),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1]),
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-10, max_value=200),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=1),
+)
+_BOUNDS = [
+    "2026-11-01T08:00:00Z",
+    "2026-11-01T08:30:00+00:00",
+    "2026-11-01T09:00:00Z",
+    "2026-11-01T09:00:01Z",
+    "2026-11-01T10:15:00+08:00",
+    "2026-10-31T23:30:00Z",
+    "2026-11-02T08:00:00Z",
+    "2026-11-02T09:00:00Z",
+    "2026-11-01T08:00:00",
+    "yesterday",
+]
+_FIELDS = {
+    "record_id": st.one_of(
+        st.sampled_from(["r-1", "r-2", " ", "", "x" * 128, "x" * 129, "a\x00b", "é\t\n\\"]), _ANY_VALUE
+    ),
+    "lease_id": st.one_of(st.sampled_from(["lease-1", "lease-2", "contract-1", "nope", ""]), _ANY_VALUE),
+    "contract_id": st.one_of(st.sampled_from(["contract-1", "lease-1", ""]), _ANY_VALUE),
+    "window_start": st.one_of(st.sampled_from(_BOUNDS), _ANY_VALUE),
+    "window_end": st.one_of(st.sampled_from(_BOUNDS), _ANY_VALUE),
+    **{name: _ANY_VALUE for name in (*ingest.INTEGER_MEASURES, ingest.UTILISATION)},
+}
+
+
+@st.composite
+def raw_records(draw):
+    """Mostly valid records with a few fields replaced, removed or added; sometimes not an object at all."""
+    if draw(st.integers(0, 30)) == 0:
+        return draw(_ANY_VALUE)
+    raw = record(
+        record_id=draw(st.sampled_from(["r-1", "r-2", "r-3"])),
+        window_start=draw(st.sampled_from(_BOUNDS[:2])),
+        window_end=draw(st.sampled_from(_BOUNDS[1:3])),
+        accelerator_seconds=draw(st.integers(0, 8 * 1800)),
+        avg_utilization_pct=draw(st.one_of(st.none(), st.integers(0, 100), st.floats(0, 100))),
+        energy_wh=draw(st.one_of(st.none(), st.integers(0, 10**6))),
+    )
+    if draw(st.booleans()):
+        raw.pop("lease_id")
+        raw["contract_id"] = "contract-1"
+        raw.update({"tokens_in": draw(st.integers(0, 10**9)), "requests": draw(st.integers(0, 10**4))})
+    for name in draw(st.lists(st.sampled_from(sorted(_FIELDS)), max_size=3)):
+        if draw(st.booleans()):
+            raw[name] = draw(_FIELDS[name])
+        else:
+            raw.pop(name, None)
+    return raw
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(raw_records(), min_size=1, max_size=20), st.sampled_from([T0, T0 + timedelta(hours=8, minutes=30)]))
+def test_the_batch_validator_gives_validate_records_verdicts(raws, closed_before):
+    expected = [verdict(raw, closed_before=closed_before) for raw in raws]
+    batch = ingest.validate_batch(raws, provider_id=7, subjects=SUBJECTS, now=NOW, closed_before=closed_before)
+    assert batch == expected
+
+
+def test_a_measure_too_large_for_postgresql_is_rejected_on_its_own():
+    result = verdict(record(tokens_in=2**63))
+    assert isinstance(result, Rejection)
+    assert (result.code, result.field) == ("invalid_measure", "tokens_in")
+    assert isinstance(verdict(record(tokens_in=2**63 - 1)), Record)
+
+
+@pytest.mark.parametrize("body", [b'{"records": [{"energy_wh": NaN}]}', b'{"records": ["\\ud800"]}'])
+def test_bodies_postgresql_could_not_hold_are_refused_whole(body):
+    with pytest.raises(BatchError) as error:
+        parse_batch(body, "application/json")
+    assert error.value.code == "invalid_json"

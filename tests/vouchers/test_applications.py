@@ -275,7 +275,8 @@ def test_issuer_console_review_approve_export_and_settle(world, client_for):
     xlsx = client.get(f"/issuer/programmes/{program.public_id}/redemptions.xlsx")
     sheet = load_workbook(io.BytesIO(xlsx.content)).active
     assert sheet.cell(row=2, column=2).value == "INV-9"
-    assert sheet.cell(row=2, column=10).value == 3000
+    assert sheet.cell(row=2, column=11).value == 3000  # the subsidy, after line amount and ratio
+    assert sheet.cell(row=2, column=8).value  # the product (compute capacity or model/API usage)
     assert client.get("/issuer/redemptions/").status_code == 200
     response = client.post(f"/issuer/redemptions/{redemption.public_id}/paid/", {"fiscal_reference": "GK-1"})
     assert response.status_code == 302
@@ -310,6 +311,7 @@ def test_api_programmes_apply_and_quote(world, api_client_for):
     client = api_client_for(world.buyer)
     listed = client.get("/api/v1/vouchers/programs").json()
     assert listed[0]["eligible"] is True
+    assert listed[0]["ratio_model"] is None  # model/API usage gets the chip-origin ratios
     bad = client.post(
         "/api/v1/vouchers/applications",
         {"program": str(program.public_id), "requested_minor": 10**15, "purpose": "x"},

@@ -282,6 +282,21 @@ def test_flagged_cases(world, make_org):
     services.voucher_subsidy_release(buyer=second, invoice_reference="INV-F2", at=NOW, reference="VOID-F2")
     assert selectors.flagged_cases(world.issuer, program=other_program, at=NOW)["no_evidence"] == []
 
+    # An invoice refused outright (its only line from the related party) leaves no redemption, but is flagged;
+    # asking again stores nothing twice.
+    for _attempt in range(2):
+        assert (
+            services.voucher_subsidy_reserve(
+                buyer=world.buyer, invoice_reference="INV-F4", lines=[eline(world.other_provider.pk, 200_000)], at=NOW
+            )
+            == []
+        )
+    flags = selectors.flagged_cases(world.issuer, at=NOW)
+    assert [(c.reference, c.codes, c.amount_minor) for c in flags["refusal"]] == [
+        ("INV-F4", ("related_party",), 0),
+        ("INV-F1", ("related_party",), 300_000),
+    ]
+
     # Another issuer sees none of it.
     stranger = make_org("issuer", name="深圳市工业和信息化局")
     assert not any(selectors.flagged_cases(stranger, at=NOW).values())
