@@ -374,10 +374,10 @@ def test_the_market_shows_and_filters_on_the_accelerators_left_unleased(
     html = client.get("/market/", {"sort": "-price"}).content.decode()
     h100_row = next(r for r in rows(html) if "H100" in r)
     assert 'data-remaining="6"' in h100_row  # 16 - (6 + 4)
-    assert "of 16" in h100_row
+    assert 'data-offered="16"' in h100_row  # "of 16" beside it
     h20_row = next(r for r in rows(html) if "H20" in r)
     assert 'data-remaining="8"' in h20_row  # nothing sold: no "of"
-    assert "of 8" not in h20_row
+    assert "data-offered" not in h20_row
 
     def shown(**params):
         return [r.split("</td>")[0] for r in rows(client.get("/market/", params).content.decode())]
