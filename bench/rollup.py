@@ -109,7 +109,7 @@ _GENERATE = """
 INSERT INTO metering_usagerecord (
     provider_id, record_id, subject_kind, subject_id, window_start, window_end, accelerator_seconds,
     utilization_bp, energy_wh, tokens_in, tokens_out, requests, content_hash, batch_id, received_at)
-SELECT %(provider)s, l.ordinality || '-' || m, 'lease', l.lease, %(start)s + m * interval '1 minute',
+SELECT %(provider)s, (%(offset)s + l.ordinality) || '-' || m, 'lease', l.lease, %(start)s + m * interval '1 minute',
        %(start)s + (m + 1) * interval '1 minute', 420 + (m %% 61), 6000 + (m * 37 %% 4000),
        CASE WHEN m %% 97 = 0 THEN NULL ELSE 50 + m %% 11 END, 0, 0, 0, repeat('0', 64), 0, now()
 FROM unnest(%(leases)s::uuid[]) WITH ORDINALITY AS l (lease, ordinality), generate_series(0, %(minutes)s - 1) AS m
@@ -134,6 +134,7 @@ def run() -> None:
                     _GENERATE,
                     {
                         "provider": seed["provider_id"],
+                        "offset": first,  # record ids unique across the statements
                         "start": seed["start"],
                         "leases": seed["leases"][first : first + 100],
                         "minutes": HOURS * 60,
