@@ -981,25 +981,34 @@ _PREFILTER_SLACK = Decimal("1.01")
 _PREFILTER_EPSILON = Decimal("0.000001")
 
 
+def _pool_constraints_q(constraints: matching.Constraints, *, prefix: str = "") -> Q:
+    """A bid's exact hard filters on a pool (models, hubs, provinces, domestic, verified, green share, PUE) as
+    SQL; ``prefix`` reaches the pool from another model (``"pool__"`` from an offer)."""
+    conditions: dict[str, Any] = {}
+    if constraints.models:
+        conditions["accelerator_model_id__in"] = sorted(int(m) for m in constraints.models)
+    if constraints.hubs:
+        conditions["site__hub__code__in"] = sorted(constraints.hubs)
+    if constraints.provinces:
+        conditions["site__province__in"] = sorted(constraints.provinces)
+    if constraints.domestic_only:
+        conditions["accelerator_model__domestic"] = True
+    if constraints.verified_only:
+        conditions["verified"] = True
+    if constraints.min_green_share_pct:
+        conditions["site__green_share_pct__gte"] = constraints.min_green_share_pct
+    if constraints.max_pue_milli is not None:
+        conditions["site__pue__lte"] = Decimal(constraints.max_pue_milli) / 1000
+    return Q(**{prefix + lookup: value for lookup, value in conditions.items()})
+
+
 def _offers_a_bid_could_take(bid: Bid, constraints: matching.Constraints, now: datetime) -> QuerySet[Offer]:
     """Resting offers that could cross ``bid``: open, not over, overlapping its window, and in SQL already the
     hard filters and the price (loosely, see ``_PREFILTER_SLACK``) so that few rows reach the engine, which
     decides exactly. With their live leases prefetched (for the free capacity)."""
-    qs = _tradable_offers(now).filter(start__lt=bid.latest_end, end__gt=bid.earliest_start)
-    if constraints.models:
-        qs = qs.filter(pool__accelerator_model_id__in=sorted(int(m) for m in constraints.models))
-    if constraints.hubs:
-        qs = qs.filter(pool__site__hub__code__in=sorted(constraints.hubs))
-    if constraints.provinces:
-        qs = qs.filter(pool__site__province__in=sorted(constraints.provinces))
-    if constraints.domestic_only:
-        qs = qs.filter(pool__accelerator_model__domestic=True)
-    if constraints.verified_only:
-        qs = qs.filter(pool__verified=True)
-    if constraints.min_green_share_pct:
-        qs = qs.filter(pool__site__green_share_pct__gte=constraints.min_green_share_pct)
-    if constraints.max_pue_milli is not None:
-        qs = qs.filter(pool__site__pue__lte=Decimal(constraints.max_pue_milli) / 1000)
+    qs = _tradable_offers(now).filter(
+        _pool_constraints_q(constraints, prefix="pool__"), start__lt=bid.latest_end, end__gt=bid.earliest_start
+    )
     limit = bid.limit_price + _PREFILTER_EPSILON
     if bid.price_unit == PriceUnit.ACCELERATOR_HOUR:
         qs = qs.filter(ask__lt=limit)
@@ -1361,21 +1370,8 @@ def _satisfiable_error(bid: Bid, constraints: matching.Constraints) -> FieldErro
         .select_related("site__hub", "accelerator_model", "current_attestation")
         .defer("current_attestation__raw_output", "accelerator_model__source_url")
     )
-    if constraints.models:
-        pools = pools.filter(accelerator_model_id__in=[int(m) for m in constraints.models])
     # The same hard filters in SQL first (exact, as in _offers_a_bid_could_take): fewer pools to normalise.
-    if constraints.hubs:
-        pools = pools.filter(site__hub__code__in=sorted(constraints.hubs))
-    if constraints.provinces:
-        pools = pools.filter(site__province__in=sorted(constraints.provinces))
-    if constraints.domestic_only:
-        pools = pools.filter(accelerator_model__domestic=True)
-    if constraints.verified_only:
-        pools = pools.filter(verified=True)
-    if constraints.min_green_share_pct:
-        pools = pools.filter(site__green_share_pct__gte=constraints.min_green_share_pct)
-    if constraints.max_pue_milli is not None:
-        pools = pools.filter(site__pue__lte=Decimal(constraints.max_pue_milli) / 1000)
+    pools = pools.filter(_pool_constraints_q(constraints))
     unit = matching.PriceUnit(bid.price_unit)
     fitting = [
         pool for pool in pools if constraints.accepts(attrs := pool_attributes(pool)) and attrs.unit_micro(unit) > 0

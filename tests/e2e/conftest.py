@@ -27,6 +27,8 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from tests.conftest import PASSWORD as FACTORY_PASSWORD
+
 CHROMIUM = os.environ.get("SUANLI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -49,6 +51,16 @@ _counter = itertools.count(1)
 # apps (all of them) makes that flush TRUNCATE ... CASCADE, which also empties tables that Django does not
 # manage but that point at managed ones (e.g. metering's partitioned usage tables).
 E2E_DB = pytest.mark.django_db(transaction=True, available_apps=list(settings.INSTALLED_APPS))
+
+
+def log_in(page: Page, email: str, password: str = FACTORY_PASSWORD) -> None:
+    """Log in through the login form (accounts made by the factories share FACTORY_PASSWORD) and land on the
+    dashboard."""
+    page.goto("/accounts/login/")
+    page.locator("#id_username").fill(email)
+    page.locator("#id_password").fill(password)
+    page.get_by_test_id("login-submit").click()
+    expect(page).to_have_url(re.compile(r"/dashboard/$"))
 
 
 @pytest.fixture(scope="session")

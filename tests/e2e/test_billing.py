@@ -7,22 +7,13 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from billing import services
 from tests.billing.conftest import OCTOBER, deliver, october_lease
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import E2E_DB
+from tests.e2e.conftest import E2E_DB, log_in
 
 pytestmark = [pytest.mark.e2e, E2E_DB]
-
-
-def log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("main form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
 
 
 def test_buyer_pays_an_invoice_and_the_owners_payouts_appear(make_org, new_page, screenshot, stripe_server):

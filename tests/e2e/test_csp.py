@@ -24,8 +24,7 @@ from marketplace import demo as market_demo
 from marketplace.models import AcceleratorModel, Cluster, Hub
 from marketplace.reference_data import load
 from tests.billing.conftest import OCTOBER, deliver, october_lease
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import E2E_DB
+from tests.e2e.conftest import E2E_DB, log_in
 from tests.e2e.test_green import _world as green_world
 from tests.vouchers import factories as voucher_factories
 
@@ -91,14 +90,6 @@ class Watcher:
 
     def assert_clean(self) -> None:
         assert not self.problems, "\n".join(self.problems)
-
-
-def log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("main form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
 
 
 def nav_links(page: Page) -> list[str]:

@@ -9,26 +9,17 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from green import services
 from green.models import EmissionFactor, GenerationHour, Statement
 from green.reference_data import load
 from marketplace.models import Hub
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import E2E_DB, SCREENSHOT_DIR
+from tests.e2e.conftest import E2E_DB, SCREENSHOT_DIR, log_in
 from tests.green.factories import make_lot, make_usage_hour
 from tests.marketplace.factories import ensure_reference_data, make_lease, make_site
 
 pytestmark = [pytest.mark.e2e, E2E_DB]
-
-
-def log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("main form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
 
 
 def _inflated(body: bytes) -> bytes:

@@ -14,7 +14,7 @@ from accounts.demo import DEMO_PASSWORD
 from marketplace import demo
 from marketplace.models import AcceleratorModel, Bid, Cluster, Hub
 from marketplace.reference_data import load
-from tests.e2e.conftest import E2E_DB
+from tests.e2e.conftest import E2E_DB, log_in
 
 pytestmark = [pytest.mark.e2e, E2E_DB]
 
@@ -28,14 +28,6 @@ def demo_market(transactional_db, monkeypatch):
     demo.seed()
 
 
-def log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(email)
-    page.locator("#id_password").fill(DEMO_PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
-
-
 def open_nav(page: Page) -> None:
     if page.locator(".navbar-toggler").is_visible():
         page.locator(".navbar-toggler").click()
@@ -47,7 +39,7 @@ def row_count(page: Page) -> int:
 
 def test_buyer_filters_the_market_changes_unit_and_bids(new_page, screenshot):
     page = new_page()
-    log_in(page, "buyer@hz-precision.demo")
+    log_in(page, "buyer@hz-precision.demo", DEMO_PASSWORD)
     open_nav(page)
     page.get_by_test_id("nav-market").click()
     expect(page).to_have_url(re.compile(r"/market/$"))
@@ -109,7 +101,7 @@ def test_buyer_filters_the_market_changes_unit_and_bids(new_page, screenshot):
 
 def test_unsatisfiable_bid_is_refused_with_a_clear_message(new_page):
     page = new_page()
-    log_in(page, "buyer@sz-vision.demo")
+    log_in(page, "buyer@sz-vision.demo", DEMO_PASSWORD)
     page.goto("/market/bids/new/")
     page.locator("#id_limit_price").fill("10")
     page.locator("#id_min_green_share_pct").fill("99")
@@ -119,7 +111,7 @@ def test_unsatisfiable_bid_is_refused_with_a_clear_message(new_page):
 
 def test_provider_sees_and_withdraws_offers(new_page, screenshot):
     page = new_page()
-    log_in(page, "ops@ningxia-idc.demo")
+    log_in(page, "ops@ningxia-idc.demo", DEMO_PASSWORD)
     open_nav(page)
     page.get_by_test_id("nav-group-trade").click()
     page.get_by_test_id("nav-offers").click()

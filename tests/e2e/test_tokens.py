@@ -6,22 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
-from tests.conftest import PASSWORD
-from tests.e2e.conftest import E2E_DB
+from tests.e2e.conftest import E2E_DB, log_in
 from tests.marketplace.factories import make_listed_pool
 from tests.marketplace.token_factories import served_model
 
 pytestmark = [pytest.mark.e2e, E2E_DB]
-
-
-def log_in(page: Page, email: str) -> None:
-    page.goto("/accounts/login/")
-    page.locator("#id_username").fill(email)
-    page.locator("#id_password").fill(PASSWORD)
-    page.locator("main form button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard/$"))
 
 
 def test_endpoint_bid_contract_confirm(make_org, new_page, screenshot):
