@@ -14,3 +14,13 @@ QUICK = os.environ.get("QUICK", "") not in ("", "0")
 def report(name: str, figure: str, value: float, baseline: float, higher_is_better: bool = True) -> None:
     ratio = value / baseline if higher_is_better else baseline / value if value else float("inf")
     print(f"BENCH {name} {figure}={value:.4g} baseline={baseline:g} ratio={ratio:.2f}", flush=True)
+
+
+def setup_django(name: str) -> None:
+    """Django with the test settings and a database of this benchmark's own (``<test db>_bench_<name>``)."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("SUANLI_TESTING", "1")
+    os.environ["SUANLI_TEST_DB_SUFFIX"] = f"_bench_{name}"
+    import django
+
+    django.setup()

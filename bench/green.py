@@ -22,7 +22,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from bench import QUICK
+from bench import QUICK, setup_django
 
 FIRST_BAR_S = 60.0
 PROVINCES = ["64", "15", "52", "62", "13", "31", "44", "51"]
@@ -87,15 +87,6 @@ def _pure(lot_count: int, hours: int) -> tuple[float, int, int]:
     slices = allocate(lots, consumption)
     seconds = time.perf_counter() - began
     return seconds, len(slices), sum(s.energy_wh for s in slices)
-
-
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SUANLI_TESTING", "1")
-    os.environ["SUANLI_TEST_DB_SUFFIX"] = "_bench_green"
-    import django
-
-    django.setup()
 
 
 def _world(lot_count: int, lease_hours: int, seed: int = 8) -> None:
@@ -200,7 +191,7 @@ def _world(lot_count: int, lease_hours: int, seed: int = 8) -> None:
 
 def _end_to_end(lot_count: int, lease_hours: int) -> tuple[float, float, str]:
     """Build the world, then time the month's allocation job; returns (job seconds, setup seconds, summary)."""
-    _setup_django()
+    setup_django("green")
     from django.db import connection
     from django.db.models import Sum
 

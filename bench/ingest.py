@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench import QUICK, report
+from bench import QUICK, report, setup_django
 
 FIRST_BAR = 20_000.0
 BATCH = 1_000
@@ -48,29 +48,16 @@ PATH = "/api/v1/metering/records"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SUANLI_TESTING", "1")
-    os.environ["SUANLI_TEST_DB_SUFFIX"] = "_bench_ingest"
-    import django
-
-    django.setup()
-
-
 def _seed() -> dict[str, Any]:
-    from decimal import Decimal
-
-    from accounts.models import ApiScope, Organization, OrganizationAPIKey, OrganizationKind, OrganizationStatus
+    from accounts.models import ApiScope, OrganizationAPIKey
+    from bench._leases import provider_with_leases
     from core.timeutils import floor_hour, utcnow
-    from marketplace.models import AcceleratorModel, Bid, Lease, Offer, Pool, PoolShare, Site
     from metering import services, signing
 
-    provider = Organization.objects.create(
-        name="bench provider", kind=OrganizationKind.PROVIDER, status=OrganizationStatus.ACTIVE
-    )
-    buyer = Organization.objects.create(
-        name="bench buyer", kind=OrganizationKind.BUYER, status=OrganizationStatus.ACTIVE
-    )
+    # Leases from two hours ago (inside this month's open period whenever the bench runs but the month's first hour).
+    end = floor_hour(utcnow())
+    start = end - timedelta(hours=2)
+    provider, leases = provider_with_leases(count=LEASES, start=start, end=end + timedelta(hours=1))
     _key, api_key = OrganizationAPIKey.objects.create_key(
         name="bench", organization=provider, scopes=[ApiScope.METERING_WRITE]
     )
@@ -80,55 +67,6 @@ def _seed() -> dict[str, Any]:
         name="bench",
         public_key=signing.public_key_text(signing.public_raw_of(signing.load_private_key(pem))),
         actor_label="bench",
-    )
-    site = Site.objects.create(
-        organization=provider,
-        name="bench site",
-        province="64",
-        city="中卫市",
-        grid_region="northwest",
-        pue=Decimal("1.2"),
-        latency_tier="cross_hub",
-    )
-    pool = Pool.objects.create(
-        organization=provider,
-        site=site,
-        accelerator_model=AcceleratorModel.objects.order_by("id")[0],
-        name="bench pool",
-        accelerator_count=8 * LEASES,
-        status="listed",
-    )
-    PoolShare.objects.create(pool=pool, organization=provider, share_pct=Decimal(100))
-    # Leases from two hours ago (inside this month's open period whenever the bench runs but the month's first hour).
-    end = floor_hour(utcnow())
-    start = end - timedelta(hours=2)
-    offer = Offer.objects.create(
-        organization=provider, pool=pool, accelerators=8 * LEASES, start=start, end=end + timedelta(hours=1), ask=10
-    )
-    bid = Bid.objects.create(
-        organization=buyer,
-        accelerators=8 * LEASES,
-        hours=3,
-        earliest_start=start,
-        latest_end=end + timedelta(hours=1),
-        limit_price=10,
-        price_unit="acc_hour",
-    )
-    leases = Lease.objects.bulk_create(
-        Lease(
-            bid=bid,
-            offer=offer,
-            pool=pool,
-            buyer=buyer,
-            provider=provider,
-            accelerators=8,
-            start=start,
-            end=end + timedelta(hours=1),
-            price=10,
-            status="active",
-            confirm_by=start,
-        )
-        for _ in range(LEASES)
     )
     services.usage_partitions_ensure(months_ahead=1, now=start)
     return {
@@ -299,7 +237,7 @@ def _copy_rate(seed: dict[str, Any], batches: int) -> float:
 
 
 def run() -> None:
-    _setup_django()
+    setup_django("ingest")
     from django.db import connection
 
     batches = (20 if QUICK else 200) // CLIENTS  # per client

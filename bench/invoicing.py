@@ -11,25 +11,15 @@ number, ledger entry, payout plan). ``QUICK=1``: 1,000 leases and 100,000 record
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from bench import QUICK, report
+from bench import QUICK, report, setup_django
 
 FIRST_BAR_S = 60.0
 HOURS_PER_LEASE = 100
 LEASES_PER_BUYER = 20
-
-
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SUANLI_TESTING", "1")
-    os.environ["SUANLI_TEST_DB_SUFFIX"] = "_bench_invoicing"
-    import django
-
-    django.setup()
 
 
 def _seed(lease_count: int) -> None:
@@ -132,7 +122,7 @@ def _seed(lease_count: int) -> None:
 
 
 def run() -> None:
-    _setup_django()
+    setup_django("invoicing")
     from django.db import connection
 
     from billing import services

@@ -15,19 +15,10 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-from bench import QUICK, report
+from bench import QUICK, report, setup_django
 
 FIRST_BAR_MS = 300.0
 PROVINCES = ["64", "15", "52", "62", "13", "31", "32", "33", "34", "44", "51", "50", "11", "37", "42"]
-
-
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SUANLI_TESTING", "1")
-    os.environ["SUANLI_TEST_DB_SUFFIX"] = "_bench_market"
-    import django
-
-    django.setup()
 
 
 def _seed(offer_count: int) -> object:
@@ -168,7 +159,7 @@ def _measure(user: object, rounds: int) -> list[float]:
 
 
 def run() -> None:
-    _setup_django()
+    setup_django("market")
     from django.conf import settings
     from django.db import connection
 

@@ -22,7 +22,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from bench import QUICK, report
+from bench import QUICK, report, setup_django
 
 LEASES = 100 if QUICK else 2_000
 HOURS = 20 if QUICK else 84
@@ -30,77 +30,14 @@ INGEST_BAR = 20_000.0
 RECONCILE_BAR = 10_000 / 3600  # lease-hours produced per second by 10,000 running leases
 
 
-def _setup_django() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("SUANLI_TESTING", "1")
-    os.environ["SUANLI_TEST_DB_SUFFIX"] = "_bench_rollup"
-    import django
-
-    django.setup()
-
-
 def _seed() -> dict[str, Any]:
-    from decimal import Decimal
-
-    from accounts.models import Organization, OrganizationKind, OrganizationStatus
+    from bench._leases import provider_with_leases
     from core.timeutils import floor_hour, utcnow
-    from marketplace.models import AcceleratorModel, Bid, Lease, Offer, Pool, PoolShare, Site
     from metering import services
 
-    provider = Organization.objects.create(
-        name="bench provider", kind=OrganizationKind.PROVIDER, status=OrganizationStatus.ACTIVE
-    )
-    buyer = Organization.objects.create(
-        name="bench buyer", kind=OrganizationKind.BUYER, status=OrganizationStatus.ACTIVE
-    )
-    site = Site.objects.create(
-        organization=provider,
-        name="bench site",
-        province="64",
-        city="中卫市",
-        grid_region="northwest",
-        pue=Decimal("1.2"),
-        latency_tier="cross_hub",
-    )
-    pool = Pool.objects.create(
-        organization=provider,
-        site=site,
-        accelerator_model=AcceleratorModel.objects.order_by("id")[0],
-        name="bench pool",
-        accelerator_count=8 * LEASES,
-        status="listed",
-    )
-    PoolShare.objects.create(pool=pool, organization=provider, share_pct=Decimal(100))
     end = floor_hour(utcnow())
     start = end - timedelta(hours=HOURS)
-    offer = Offer.objects.create(
-        organization=provider, pool=pool, accelerators=8 * LEASES, start=start, end=end, ask=10
-    )
-    bid = Bid.objects.create(
-        organization=buyer,
-        accelerators=8 * LEASES,
-        hours=HOURS,
-        earliest_start=start,
-        latest_end=end,
-        limit_price=10,
-        price_unit="acc_hour",
-    )
-    leases = Lease.objects.bulk_create(
-        Lease(
-            bid=bid,
-            offer=offer,
-            pool=pool,
-            buyer=buyer,
-            provider=provider,
-            accelerators=8,
-            start=start,
-            end=end,
-            price=10,
-            status="active",
-            confirm_by=start,
-        )
-        for _ in range(LEASES)
-    )
+    provider, leases = provider_with_leases(count=LEASES, start=start, end=end)
     services.usage_partitions_ensure(months_ahead=1, now=start - timedelta(days=1))
     return {"provider_id": provider.pk, "leases": [str(lease.public_id) for lease in leases], "start": start}
 
@@ -117,7 +54,7 @@ FROM unnest(%(leases)s::uuid[]) WITH ORDINALITY AS l (lease, ordinality), genera
 
 
 def run() -> None:
-    _setup_django()
+    setup_django("rollup")
     from django.db import connection
 
     from core.timeutils import HOUR, Window, utcnow
