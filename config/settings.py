@@ -343,6 +343,9 @@ OUTBOX_PUBLISH_PAUSE_AFTER_FAILURE = float(os.environ.get("OUTBOX_PUBLISH_PAUSE_
 METERING_CLOSE_GRACE = timedelta(hours=int(os.environ.get("METERING_CLOSE_GRACE_HOURS", "1")))
 # SLA credit tiers (metering/reconcile.py): (availability strictly below, fraction of the period's capacity
 # charge credited); the largest matching credit applies. Availability >= 99 % earns no credit.
+# A buyer's observation below the provider's report by more than this share of the hour's contracted seconds
+# opens a dispute over those hours.
+METERING_OBSERVATION_GAP = os.environ.get("METERING_OBSERVATION_GAP", "0.05")
 METERING_SLA_CREDIT_TIERS = [("0.99", "0.10"), ("0.95", "0.25"), ("0.90", "0.50")]
 
 # --- Stripe (localstripe on loopback in development and tests) ----------------------------------------

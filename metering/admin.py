@@ -14,6 +14,7 @@ from metering.models import (
     SigningKey,
     UsageDirtyHour,
     UsageHour,
+    UsageObservation,
 )
 
 
@@ -63,6 +64,13 @@ class ReconciliationCursorAdmin(ReadOnlyAdmin):
     list_display = ["name", "reconciled_until"]
 
 
+@admin.register(UsageObservation)
+class UsageObservationAdmin(ReadOnlyAdmin):
+    list_display = ["lease", "buyer", "hour_start", "accelerator_seconds", "dispute", "created_at"]
+    search_fields = ["lease__public_id", "buyer__name"]
+    list_select_related = ["lease", "buyer", "dispute"]
+
+
 @admin.register(Dispute)
 class DisputeAdmin(ReadOnlyAdmin):
     """Staff resolve disputes here: select open disputes and pick the side (the buyer's claim is credited)."""
@@ -77,9 +85,10 @@ class DisputeAdmin(ReadOnlyAdmin):
         "claimed_accelerator_seconds",
         "status",
         "credited_accelerator_seconds",
+        "opened_automatically",
         "created_at",
     ]
-    list_filter = ["status"]
+    list_filter = ["status", "opened_automatically"]
     search_fields = ["public_id", "buyer__name", "provider__name"]
     actions = ["resolve_for_buyer", "resolve_for_provider"]
 

@@ -281,6 +281,78 @@ class DisputeApi(MarketSideApiView):
         return Response(DisputeOutput(selectors.dispute_get(request.organization, dispute_id)).data)  # type: ignore[attr-defined]
 
 
+class ObservationInput(serializers.Serializer):
+    lease_id = serializers.CharField(max_length=64)
+    hour_start = serializers.DateTimeField(help_text="RFC 3339, the start of a whole UTC hour that has ended")
+    accelerator_seconds = serializers.IntegerField(
+        min_value=0, max_value=2**62, help_text="accelerator-seconds you could use in that hour"
+    )
+    note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class ObservationsInput(serializers.Serializer):
+    observations = ObservationInput(many=True, allow_empty=False, max_length=services.OBSERVATIONS_PER_REQUEST)
+
+
+class ObservationResultOutput(serializers.Serializer):
+    lease_id = serializers.CharField()
+    hour_start = serializers.DateTimeField(allow_null=True)
+    status = serializers.CharField(help_text="accepted, duplicate, conflict or rejected")
+    code = serializers.CharField()
+    field = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ObservationsOutput(serializers.Serializer):
+    counts = serializers.DictField(child=serializers.IntegerField())
+    results = ObservationResultOutput(many=True)
+    disputes_opened = DisputeOutput(many=True)
+
+
+class ObservationOutput(serializers.Serializer):
+    lease_id = serializers.UUIDField(source="lease.public_id")
+    hour_start = serializers.DateTimeField()
+    accelerator_seconds = serializers.IntegerField()
+    note = serializers.CharField()
+    dispute_id = serializers.UUIDField(source="dispute.public_id", allow_null=True, default=None)
+    created_at = serializers.DateTimeField()
+
+
+class ObservationsApi(APIView):
+    """A buyer's own measurements per lease-hour (idempotent by lease and hour). When the provider reported
+    clearly more than you observed (see `METERING_OBSERVATION_GAP`), a dispute over those hours opens."""
+
+    organization_kinds = [OrganizationKind.BUYER]
+    required_scopes = [ApiScope.MARKET_READ]
+
+    def get_permissions(self) -> Any:
+        self.required_scopes = [ApiScope.MARKET_READ if self.request.method == "GET" else ApiScope.METERING_WRITE]
+        return super().get_permissions()
+
+    @extend_schema(responses=ObservationOutput(many=True), operation_id="metering_observations_list")
+    def get(self, request: Request) -> Response:
+        observations = selectors.usage_observation_list(request.organization)[:1000]  # type: ignore[attr-defined]
+        return Response(ObservationOutput(observations, many=True).data)
+
+    @extend_schema(
+        request=ObservationsInput, responses={200: ObservationsOutput}, operation_id="metering_observations_submit"
+    )
+    def post(self, request: Request) -> Response:
+        data = ObservationsInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = services.usage_observations_submit(
+            organization=request.organization,  # type: ignore[attr-defined]
+            observations=[services.ObservationInput(**item) for item in data.validated_data["observations"]],
+            actor_label=_actor_label(request),
+        )
+        payload = {
+            "counts": {name: outcome.count(name) for name in ("accepted", "duplicate", "conflict", "rejected")},
+            "results": [vars(r) for r in outcome.results],
+            "disputes_opened": outcome.disputes,
+        }
+        return Response(ObservationsOutput(payload).data)
+
+
 class LeaseHourOutput(serializers.Serializer):
     hour_start = serializers.DateTimeField()
     contracted_accelerator_seconds = serializers.IntegerField()
@@ -334,6 +406,7 @@ urlpatterns = [
     path("metering/signing-keys", SigningKeysApi.as_view(), name="metering-signing-keys"),
     path("metering/signing-keys/<uuid:signing_key_id>", SigningKeyApi.as_view(), name="metering-signing-key"),
     path("metering/disputes", DisputesApi.as_view(), name="metering-disputes"),
+    path("metering/observations", ObservationsApi.as_view(), name="metering-observations"),
     path("metering/disputes/<uuid:dispute_id>", DisputeApi.as_view(), name="metering-dispute"),
     path("metering/leases/<uuid:lease_id>/usage", LeaseUsageApi.as_view(), name="metering-lease-usage"),
 ]

@@ -243,6 +243,8 @@ class Dispute(PublicIdModel):
     opened_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Opened by the platform because the buyer's observations differ from the provider's reports.
+    opened_automatically = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -266,3 +268,34 @@ class Dispute(PublicIdModel):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_DISPUTE_STATUSES
+
+
+class UsageObservation(models.Model):
+    """What the buyer itself measured for one hour of a lease (accelerator-seconds it could use).
+
+    Keyed by (lease, hour): posting the same hour again is a duplicate, or a conflict when the figure differs.
+    When the provider's reports exceed it by more than ``METERING_OBSERVATION_GAP`` of the contracted seconds,
+    the platform opens a dispute over those hours (``dispute``).
+    """
+
+    lease = models.ForeignKey("marketplace.Lease", on_delete=models.PROTECT, related_name="usage_observations")
+    buyer = models.ForeignKey("accounts.Organization", on_delete=models.PROTECT, related_name="+")
+    hour_start = models.DateTimeField(_("hour"))
+    accelerator_seconds = models.BigIntegerField(_("observed accelerator-seconds"))
+    note = models.CharField(_("note"), max_length=500, blank=True)
+    dispute = models.ForeignKey(
+        Dispute, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_observations"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["lease", "hour_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["lease", "hour_start"], name="usage_observation_unique_hour"),
+            models.CheckConstraint(condition=Q(accelerator_seconds__gte=0), name="usage_observation_non_negative"),
+        ]
+        verbose_name = _("usage observation")
+        verbose_name_plural = _("usage observations")
+
+    def __str__(self) -> str:
+        return f"{self.lease_id} {self.hour_start:%Y-%m-%d %H}:00 {self.accelerator_seconds} s"

@@ -23,7 +23,7 @@ from marketplace import selectors as market_selectors
 from marketplace import selectors_tokens as market_token_selectors
 from metering import ingest, reconcile, signing
 from metering.ingest import LeaseFacts
-from metering.models import Dispute, DisputeStatus, SignedBatch, SigningKey, UsageHour
+from metering.models import Dispute, DisputeStatus, SignedBatch, SigningKey, UsageHour, UsageObservation
 
 
 def signing_key_list(organization: Organization) -> QuerySet[SigningKey]:
@@ -340,6 +340,17 @@ class LeaseUsageView:
     hours: list[reconcile.HourReconciliation]
     disputes: list[Dispute]
     tiers: tuple[tuple[Decimal, Decimal], ...]
+    observed_seconds: dict[datetime, int]  # the buyer's own measurement by hour, where it posted one
+
+    def attention(self, limit: int = 48) -> list[tuple[reconcile.HourReconciliation, int | None]]:
+        """Hours worth a look: no usage, over-reported, or the buyer observed less than the provider reported."""
+        rows = []
+        for hour in self.hours:
+            observed = self.observed_seconds.get(hour.hour_start)
+            below = observed is not None and observed < hour.delivered_accelerator_seconds
+            if hour.missing or hour.over_reported or below:
+                rows.append((hour, observed))
+        return rows[:limit]
 
 
 def lease_usage(organization: Organization, lease_public_id: UUID, *, now: datetime | None = None) -> LeaseUsageView:
@@ -368,7 +379,20 @@ def lease_usage(organization: Organization, lease_public_id: UUID, *, now: datet
         tiers=tiers,
     )
     disputes = list(Dispute.objects.filter(lease=lease).order_by("-created_at"))
-    return LeaseUsageView(lease=lease, window=window, summary=summary, hours=hours, disputes=disputes, tiers=tiers)
+    observed = dict(
+        UsageObservation.objects.filter(lease=lease, hour_start__gte=floor_hour(start), hour_start__lt=end).values_list(
+            "hour_start", "accelerator_seconds"
+        )
+    )
+    return LeaseUsageView(
+        lease=lease,
+        window=window,
+        summary=summary,
+        hours=hours,
+        disputes=disputes,
+        tiers=tiers,
+        observed_seconds=observed,
+    )
 
 
 def dispute_list(organization: Organization) -> QuerySet[Dispute]:
@@ -382,3 +406,23 @@ def dispute_list(organization: Organization) -> QuerySet[Dispute]:
 
 def dispute_get(organization: Organization, public_id: UUID) -> Dispute:
     return get_object_or_404(dispute_list(organization), public_id=public_id)
+
+
+def usage_observation_list(organization: Organization) -> QuerySet[UsageObservation]:
+    """The buyer's own observations, newest hours first."""
+    return (
+        UsageObservation.objects.filter(buyer=organization)
+        .select_related("lease", "dispute")
+        .order_by("-hour_start", "lease_id")
+    )
+
+
+def dispute_observation_hours(dispute: Dispute) -> list[tuple[datetime, int, int]]:
+    """(hour, buyer observed, provider reported) accelerator-seconds for the observations behind a dispute."""
+    observed = list(dispute.usage_observations.order_by("hour_start").values_list("hour_start", "accelerator_seconds"))
+    reported = dict(
+        UsageHour.objects.filter(
+            subject_kind="lease", subject_id=dispute.lease.public_id, hour_start__in=[h for h, _s in observed]
+        ).values_list("hour_start", "accelerator_seconds")
+    )
+    return [(hour, seconds, reported.get(hour, 0)) for hour, seconds in observed]

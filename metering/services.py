@@ -6,11 +6,14 @@ from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Sum
+from django.db.models import F, OuterRef, Subquery, Sum
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import Organization, OrganizationKind
@@ -30,6 +33,7 @@ from metering.models import (
     SigningKey,
     UsageDirtyHour,
     UsageHour,
+    UsageObservation,
 )
 
 
@@ -601,7 +605,8 @@ RECONCILE_CURSOR = "lease-hours"
 
 def lease_hours_reconcile_due(*, now: datetime | None = None, max_hours: int = 24 * 7) -> int:
     """The periodic job: reconcile closed hours since the cursor (at most ``max_hours`` per run), always
-    including the hours still inside the grace period (late records may change them). Idempotent."""
+    including the hours still inside the grace period (late records may change them), then open the disputes
+    buyers' observations call for. Idempotent."""
     now = now or utcnow()
     until = floor_hour(now)
     with transaction.atomic():
@@ -615,6 +620,8 @@ def lease_hours_reconcile_due(*, now: datetime | None = None, max_hours: int = 2
         count = lease_hours_reconcile(window=Window(start, end), now=now)
         cursor.reconciled_until = max(cursor.reconciled_until, end)
         cursor.save(update_fields=["reconciled_until"])
+    # Provider reports that arrived after the buyer's observations may now exceed them.
+    usage_observation_disputes_open(now=now)
     return count
 
 
@@ -701,36 +708,66 @@ def dispute_open(
         claimed = contracted - delivered
     claimed = max(0, min(claimed, contracted))
     try:
-        with transaction.atomic():
-            dispute = Dispute.objects.create(
-                lease=lease,
-                buyer_id=lease.buyer_id,
-                provider_id=lease.provider_id,
-                period_start=start,
-                period_end=end,
-                reason=data.reason.strip()[:2000],
-                observed_downtime_minutes=data.observed_downtime_minutes,
-                observations=data.observations.strip()[:4000],
-                claimed_accelerator_seconds=claimed,
-                lease_status_before=lease.status,
-                opened_by=actor if getattr(actor, "is_authenticated", False) else None,
-            )
-            market_services.lease_set_disputed(lease=lease, disputed=True, actor=actor, note="dispute opened")
-            audit_record(
-                action="dispute.opened",
-                target=dispute,
-                actor=actor,
-                actor_label=actor_label,
-                organization=organization,
-                after={
-                    "lease": str(lease.public_id),
-                    "period": [start.isoformat(), end.isoformat()],
-                    "claimed_accelerator_seconds": claimed,
-                    "delivered_accelerator_seconds": delivered,
-                },
-            )
+        dispute = _dispute_create(
+            lease=lease,
+            period=Window(start, end),
+            reason=data.reason.strip()[:2000],
+            observed_downtime_minutes=data.observed_downtime_minutes,
+            observations=data.observations.strip()[:4000],
+            claimed=claimed,
+            delivered=delivered,
+            actor=actor,
+            actor_label=actor_label,
+        )
     except IntegrityError:
         raise ApplicationError("dispute_open", _("This lease has an open dispute already."), status_code=409) from None
+    return dispute
+
+
+def _dispute_create(
+    *,
+    lease: Lease,
+    period: Window,
+    reason: str,
+    claimed: int,
+    delivered: int,
+    observed_downtime_minutes: int | None = None,
+    observations: str = "",
+    automatic: bool = False,
+    actor: Any = None,
+    actor_label: str | None = None,
+) -> Dispute:
+    """Create the dispute and mark the lease ``disputed``, audited; IntegrityError when one is open already."""
+    with transaction.atomic():
+        dispute = Dispute.objects.create(
+            lease=lease,
+            buyer_id=lease.buyer_id,
+            provider_id=lease.provider_id,
+            period_start=period.start,
+            period_end=period.end,
+            reason=reason,
+            observed_downtime_minutes=observed_downtime_minutes,
+            observations=observations,
+            claimed_accelerator_seconds=claimed,
+            lease_status_before=lease.status,
+            opened_automatically=automatic,
+            opened_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        market_services.lease_set_disputed(lease=lease, disputed=True, actor=actor, note="dispute opened")
+        audit_record(
+            action="dispute.opened",
+            target=dispute,
+            actor=actor,
+            actor_label=actor_label,
+            organization=lease.buyer,
+            after={
+                "lease": str(lease.public_id),
+                "period": [period.start.isoformat(), period.end.isoformat()],
+                "claimed_accelerator_seconds": claimed,
+                "delivered_accelerator_seconds": delivered,
+                "automatic": automatic,
+            },
+        )
     return dispute
 
 
@@ -818,3 +855,259 @@ def dispute_resolve(
             after={"status": dispute.status, "credited_accelerator_seconds": credit},
         )
     return dispute
+
+
+# --- Buyers' own observations --------------------------------------------------------------------------
+
+OBSERVATIONS_PER_REQUEST = 1000
+OBSERVABLE_STATUSES = (LeaseStatus.ACTIVE, LeaseStatus.COMPLETED, LeaseStatus.DISPUTED)
+
+
+@dataclass(frozen=True)
+class ObservationInput:
+    lease_id: str
+    hour_start: datetime | None
+    accelerator_seconds: int | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ObservationResult:
+    lease_id: str
+    hour_start: datetime | None
+    status: str  # accepted | duplicate | conflict | rejected
+    code: str = ""
+    field: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class ObservationOutcome:
+    results: list[ObservationResult]
+    disputes: list[Dispute]
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r.status == status)
+
+
+def _observation_error(
+    item: ObservationInput, code: str, field: str, message: Any, status: str = "rejected"
+) -> ObservationResult:
+    return ObservationResult(item.lease_id, item.hour_start, status, code, field, str(message))
+
+
+def _observation_check(item: ObservationInput, lease: Lease | None, now: datetime) -> ObservationResult | None:
+    """The reason to refuse one observation, or None."""
+    if lease is None:
+        return _observation_error(item, "unknown_lease", "lease_id", _("No lease of yours has this id."))
+    if lease.status not in OBSERVABLE_STATUSES:
+        return _observation_error(
+            item, "lease_not_active", "lease_id", _("Only an active or completed lease takes observations.")
+        )
+    hour = item.hour_start
+    if hour is None:
+        return _observation_error(item, "required", "hour_start", _("This field is required."))
+    if hour != floor_hour(hour):
+        return _observation_error(item, "whole_hours", "hour_start", _("Give the start of a whole UTC hour."))
+    if not (floor_hour(lease.start) <= hour < lease.end):
+        return _observation_error(item, "outside_lease", "hour_start", _("The hour must lie inside the lease."))
+    if hour + HOUR > now:
+        return _observation_error(item, "in_future", "hour_start", _("Observe an hour once it has ended."))
+    seconds = item.accelerator_seconds
+    if seconds is None:
+        return _observation_error(item, "required", "accelerator_seconds", _("This field is required."))
+    if seconds < 0:
+        return _observation_error(item, "negative_value", "accelerator_seconds", _("Cannot be negative."))
+    contracted = reconcile.contracted_seconds(
+        lease.accelerators, Window(lease.start, lease.end), Window(hour, hour + HOUR)
+    )
+    if seconds > contracted:
+        return _observation_error(
+            item,
+            "above_contracted",
+            "accelerator_seconds",
+            _("More than the %(seconds)s accelerator-seconds the lease has in this hour.") % {"seconds": contracted},
+        )
+    return None
+
+
+def usage_observations_submit(
+    *,
+    organization: Organization,
+    observations: list[ObservationInput],
+    actor: Any = None,
+    actor_label: str | None = None,
+    now: datetime | None = None,
+) -> ObservationOutcome:
+    """The buyer posts what it measured itself, per lease-hour (idempotent by lease and hour). Valid ones are
+    stored in one transaction; then every lease whose provider reported clearly more than the buyer saw gets a
+    dispute over those hours (``usage_observation_disputes_open``)."""
+    if organization.kind != OrganizationKind.BUYER:
+        raise ApplicationError("not_a_buyer", _("Only the buyer of a lease posts observations."), status_code=403)
+    if not observations:
+        raise ValidationFailed([FieldError("required", _("Send at least one observation."), "observations")])
+    if len(observations) > OBSERVATIONS_PER_REQUEST:
+        raise ValidationFailed(
+            [
+                FieldError(
+                    "too_many",
+                    _("At most %(count)s observations a request.") % {"count": OBSERVATIONS_PER_REQUEST},
+                    "observations",
+                )
+            ]
+        )
+    now = now or utcnow()
+    leases = {
+        str(lease.public_id): lease
+        for lease in Lease.objects.filter(
+            buyer=organization, public_id__in=[o.lease_id for o in observations if _is_uuid(o.lease_id)]
+        )
+    }
+    results: list[ObservationResult | None] = []
+    valid: dict[tuple[int, datetime], tuple[int, ObservationInput]] = {}
+    for index, item in enumerate(observations):
+        lease = leases.get(str(item.lease_id))
+        refusal = _observation_check(item, lease, now)
+        if refusal is None:
+            assert lease is not None  # checked above
+            assert item.hour_start is not None
+            key = (lease.pk, item.hour_start)
+            if key in valid:
+                refusal = _observation_error(
+                    item, "duplicate_in_request", "hour_start", _("This hour appears twice in the request.")
+                )
+            else:
+                valid[key] = (index, item)
+        results.append(refusal)
+    with transaction.atomic():
+        # Lock the leases so that concurrent requests observing the same hours see each other's rows.
+        list(Lease.objects.select_for_update().filter(pk__in={k[0] for k in valid}).order_by("pk").values_list("pk"))
+        existing = {
+            (lease_pk, hour): (seconds, note)
+            for lease_pk, hour, seconds, note in UsageObservation.objects.filter(
+                lease_id__in={k[0] for k in valid}, hour_start__in={k[1] for k in valid}
+            ).values_list("lease_id", "hour_start", "accelerator_seconds", "note")
+        }
+        fresh = []
+        for key, (index, item) in valid.items():
+            note = item.note.strip()[:500]
+            if key in existing:
+                if existing[key] == (item.accelerator_seconds, note):
+                    results[index] = ObservationResult(item.lease_id, item.hour_start, "duplicate")
+                else:
+                    results[index] = _observation_error(
+                        item,
+                        "conflict",
+                        "accelerator_seconds",
+                        _("This hour was observed already with another figure."),
+                        status="conflict",
+                    )
+                continue
+            fresh.append(
+                UsageObservation(
+                    lease_id=key[0],
+                    buyer=organization,
+                    hour_start=key[1],
+                    accelerator_seconds=item.accelerator_seconds,
+                    note=note,
+                )
+            )
+            results[index] = ObservationResult(item.lease_id, item.hour_start, "accepted")
+        UsageObservation.objects.bulk_create(fresh)
+        if fresh:
+            audit_record(
+                action="usage_observations.submitted",
+                target=organization,
+                actor=actor,
+                actor_label=actor_label,
+                organization=organization,
+                after={"accepted": len(fresh)},
+            )
+    disputes = usage_observation_disputes_open(lease_pks={k[0] for k in valid}, now=now) if valid else []
+    return ObservationOutcome([r for r in results if r is not None], disputes)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def usage_observation_disputes_open(
+    *, lease_pks: Collection[int] | None = None, now: datetime | None = None
+) -> list[Dispute]:
+    """Open a dispute on every lease whose provider reported more accelerator-seconds than the buyer observed, by
+    more than ``METERING_OBSERVATION_GAP`` of the contracted seconds, in hours no dispute covered yet.
+
+    The dispute spans the first to the last such hour and claims the summed gap. Leases with an open dispute
+    wait for its resolution. Idempotent: the hours are linked to the dispute they opened.
+    """
+    now = now or utcnow()
+    gap_ratio = Decimal(settings.METERING_OBSERVATION_GAP)
+    reported = UsageHour.objects.filter(
+        subject_kind="lease", subject_id=OuterRef("lease__public_id"), hour_start=OuterRef("hour_start")
+    ).values("accelerator_seconds")[:1]
+    candidates = (
+        UsageObservation.objects.filter(dispute__isnull=True, lease__status__in=DISPUTABLE_STATUSES)
+        .annotate(reported=Subquery(reported))
+        .filter(reported__gt=F("accelerator_seconds"))
+        .select_related("lease")
+        .order_by("lease_id", "hour_start")
+    )
+    if lease_pks is not None:
+        candidates = candidates.filter(lease_id__in=list(lease_pks))
+    flagged: dict[int, list[tuple[UsageObservation, int]]] = {}
+    for observation in candidates:
+        lease = observation.lease
+        hour = observation.hour_start
+        contracted = reconcile.contracted_seconds(
+            lease.accelerators, Window(lease.start, lease.end), Window(hour, hour + HOUR)
+        )
+        gap = observation.reported - observation.accelerator_seconds  # type: ignore[attr-defined]
+        if gap > gap_ratio * contracted:
+            flagged.setdefault(lease.pk, []).append((observation, gap))
+    covered = {
+        (lease_pk, start, end)
+        for lease_pk, start, end in Dispute.objects.filter(lease_id__in=list(flagged)).values_list(
+            "lease_id", "period_start", "period_end"
+        )
+    }
+    opened = []
+    for lease_pk, candidate_hours in flagged.items():
+        hours = [
+            (o, gap)
+            for o, gap in candidate_hours
+            if not any(pk == lease_pk and start <= o.hour_start < end for pk, start, end in covered)
+        ]
+        if not hours:
+            continue
+        lease = hours[0][0].lease
+        period = Window(hours[0][0].hour_start, hours[-1][0].hour_start + HOUR)
+        contracted, delivered = _range_seconds(lease, period.start, period.end)
+        claimed = min(sum(gap for _o, gap in hours), contracted)
+        with translation.override(settings.LANGUAGE_CODE):
+            reason = _(
+                "Opened automatically: in %(hours)s hours the provider reported %(gap)s accelerator-seconds more "
+                "than the buyer observed (more than %(percent)s%% of the contracted seconds)."
+            ) % {"hours": len(hours), "gap": claimed, "percent": (gap_ratio * 100).normalize()}
+            reason = str(reason)
+        try:
+            with transaction.atomic():
+                dispute = _dispute_create(
+                    lease=lease,
+                    period=period,
+                    reason=reason,
+                    claimed=claimed,
+                    delivered=delivered,
+                    automatic=True,
+                    actor_label="metering:observations",
+                )
+                UsageObservation.objects.filter(
+                    lease_id=lease_pk, hour_start__gte=period.start, hour_start__lt=period.end, dispute__isnull=True
+                ).update(dispute=dispute)
+        except IntegrityError:
+            continue  # someone opened one meanwhile; these hours wait for its resolution
+        opened.append(dispute)
+    return opened

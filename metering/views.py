@@ -134,7 +134,7 @@ def lease_usage(request: HttpRequest, lease_id: UUID) -> HttpResponse:
         "can_dispute": can_dispute and not any(d.is_open for d in view.disputes),
         "form": form,
         "chart": _chart_data(view),
-        "attention": [h for h in view.hours if h.missing or h.over_reported][:48],
+        "attention": view.attention(),
     }
     return render(request, "metering/lease_usage.html", context)
 
@@ -177,5 +177,11 @@ def dispute_detail(request: HttpRequest, dispute_id: UUID) -> HttpResponse:
             else:
                 messages.success(request, _("Response sent."))
                 return redirect("metering:dispute-detail", dispute_id=dispute.public_id)
-    context = {"d": dispute, "is_provider": is_provider, "can_respond": can_respond, "form": form}
+    context = {
+        "d": dispute,
+        "is_provider": is_provider,
+        "can_respond": can_respond,
+        "form": form,
+        "observation_hours": selectors.dispute_observation_hours(dispute) if dispute.opened_automatically else [],
+    }
     return render(request, "metering/dispute_detail.html", context)

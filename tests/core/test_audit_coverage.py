@@ -48,7 +48,10 @@ AUDITED = {
         "token_endpoint_close", "token_bid_create", "token_bid_cancel", "token_contract_confirm",
         "token_contract_reject", "token_contract_expire_unconfirmed", "token_market_expire_due",
     ],
-    "metering": ["signing_key_register", "signing_key_revoke", "dispute_open", "dispute_respond", "dispute_resolve"],
+    "metering": [
+        "signing_key_register", "signing_key_revoke", "dispute_open", "dispute_respond", "dispute_resolve",
+        "usage_observations_submit", "usage_observation_disputes_open",
+    ],
     "vouchers": [
         "program_create", "program_create_from_template", "program_set_status", "application_submit",
         "application_request_info", "application_respond", "application_withdraw", "application_reject",
