@@ -94,6 +94,18 @@ def _chart_data(view: selectors.LeaseUsageView) -> dict[str, Any]:
     }
 
 
+def _series_chart(series: list[selectors.UsageBucket], by: str) -> dict[str, Any]:
+    label = "%m-%d" if by == "day" else "%m-%d %H:00"
+    return {
+        "buckets": [b.start.strftime(label) for b in series],
+        "accelerator_hours": [round(b.accelerator_seconds / 3600, 2) for b in series],
+        "utilization": [None if b.utilization_bp is None else b.utilization_bp / 100 for b in series],
+        "energy": [round(b.energy_wh / 1000, 3) for b in series],
+        "tokens_in": [round(b.tokens_in / 1_000_000, 3) for b in series],
+        "tokens_out": [round(b.tokens_out / 1_000_000, 3) for b in series],
+    }
+
+
 @require_http_methods(["GET", "POST"])
 @member_required(kinds=MARKET_SIDES)
 def lease_usage(request: HttpRequest, lease_id: UUID) -> HttpResponse:
@@ -144,7 +156,13 @@ def lease_usage(request: HttpRequest, lease_id: UUID) -> HttpResponse:
 def usage_overview(request: HttpRequest) -> HttpResponse:
     """The organisation's leases with a link to each one's usage, and its disputes."""
     organization = request.organization  # type: ignore[attr-defined]
+    by = request.GET.get("by") if request.GET.get("by") in selectors.USAGE_SERIES_SPANS else "day"
+    series = selectors.organization_usage_series(organization, by=by)
     context = {
+        "by": by,
+        "series": _series_chart(series, by),
+        "has_usage": any(b.accelerator_seconds or b.tokens_in or b.tokens_out for b in series),
+        "has_tokens": any(b.tokens_in or b.tokens_out for b in series),
         "leases": market_selectors.lease_list(organization).exclude(status="cancelled")[:200],
         "disputes": selectors.dispute_list(organization)[:100],
         "is_provider": organization.kind == OrganizationKind.PROVIDER,

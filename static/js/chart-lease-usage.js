@@ -18,7 +18,7 @@
     dataZoom: [{ type: "inside" }, { type: "slider", height: 16, bottom: 4 }],
     xAxis: { type: "category", data: data.hours, axisLabel: { hideOverlap: true } },
     yAxis: [
-      { type: "value", name: narrow ? "" : label.axisY },
+      { type: "value", name: narrow ? "" : label.axisY, nameTextStyle: { align: "left" } },
       { type: "value", name: narrow ? "" : "%", max: 100, splitLine: { show: false } }
     ],
     series: [

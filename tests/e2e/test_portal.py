@@ -279,3 +279,18 @@ def test_provider_dashboard_and_password_reset_pages(page: Page, signup, screens
     page.goto(link.group(1))
     expect(page.get_by_role("heading", level=1)).to_have_text("设置新密码")
     screenshot(page, "password-reset-confirm")
+
+
+@pytest.mark.parametrize("kind", ["buyer", "provider"])
+def test_desktop_navigation_never_scrolls_sideways_in_either_language(page: Page, signup, kind):
+    """The longest menus (a buyer's, a provider's) with a long organisation name fit every desktop width."""
+    signup(page, kind=kind, organization_name="杭州智造精密机械制造股份有限公司")
+    for language in ("zh-hans", "en"):
+        if page.get_by_test_id("lang-switch").get_attribute("value") == language:
+            page.get_by_test_id("lang-switch").click()
+        expect(page.locator("html")).to_have_attribute("lang", language)
+        for width in (1200, 1280, 1399, 1400, 1600, 1920):
+            page.set_viewport_size({"width": width, "height": 800})
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, f"{language} at {width} px scrolls sideways by {overflow} px"
+            expect(page.get_by_test_id("lang-switch")).to_be_in_viewport()
