@@ -1,11 +1,18 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext as _
 
+from accounts.forms import apply_application_error
 from core.admin import ReadOnlyAdmin
 from core.errors import ApplicationError
-from metering import services
+from metering import selectors, services
+from metering.forms import DisputeResolveForm
 from metering.models import (
     Dispute,
     LeaseHourReconciliation,
@@ -87,6 +94,7 @@ class DisputeAdmin(ReadOnlyAdmin):
         "credited_accelerator_seconds",
         "opened_automatically",
         "created_at",
+        "resolve_link",
     ]
     list_filter = ["status", "opened_automatically"]
     search_fields = ["public_id", "buyer__name", "provider__name"]
@@ -94,6 +102,51 @@ class DisputeAdmin(ReadOnlyAdmin):
 
     def has_resolve_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_staff)
+
+    def get_urls(self) -> list[URLPattern]:
+        resolve = path(
+            "<int:dispute_pk>/resolve/",
+            self.admin_site.admin_view(self.resolve_view),
+            name="metering_dispute_resolve",
+        )
+        return [resolve, *super().get_urls()]
+
+    @admin.display(description=_("Resolve"))
+    def resolve_link(self, dispute: Dispute) -> str:
+        if not dispute.is_open:
+            return "–"
+        url = reverse("admin:metering_dispute_resolve", args=[dispute.pk])
+        return format_html('<a href="{}">{}</a>', url, _("Decide…"))
+
+    def resolve_view(self, request: HttpRequest, dispute_pk: int) -> HttpResponse:
+        """Decide one dispute after reading both sides: the side, the credit (default the claim) and a note."""
+        if not self.has_resolve_permission(request):
+            raise PermissionDenied
+        dispute = get_object_or_404(Dispute.objects.select_related("lease__pool", "buyer", "provider"), pk=dispute_pk)
+        form = DisputeResolveForm(request.POST or None, initial={"decision": "buyer"})
+        if request.method == "POST" and dispute.is_open and form.is_valid():
+            try:
+                services.dispute_resolve(
+                    dispute=dispute,
+                    actor=request.user,
+                    buyer_favour=form.cleaned_data["decision"] == "buyer",
+                    credited_accelerator_seconds=form.credited_accelerator_seconds(),
+                    note=form.cleaned_data["note"],
+                )
+            except ApplicationError as exc:
+                apply_application_error(form, exc)
+            else:
+                self.message_user(request, _("Dispute resolved."))
+                return redirect("admin:metering_dispute_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Decide the dispute"),
+            "dispute": dispute,
+            "form": form,
+            "observation_hours": selectors.dispute_observation_hours(dispute),
+        }
+        return TemplateResponse(request, "admin/metering/dispute/resolve.html", context)
 
     def _resolve(self, request: HttpRequest, queryset: QuerySet[Dispute], buyer_favour: bool) -> None:
         done = 0

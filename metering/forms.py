@@ -40,3 +40,29 @@ class DisputeResponseForm(PortalForm):
     provider_response = forms.CharField(
         label=_("Your response"), max_length=4000, widget=forms.Textarea(attrs={"rows": 4})
     )
+
+
+class DisputeResolveForm(forms.Form):
+    """Platform staff decide a dispute (Django admin): for the buyer with a credit they may change, or not."""
+
+    decision = forms.ChoiceField(
+        label=_("Decision"),
+        choices=[
+            ("buyer", _("For the buyer: credit accelerator-hours")),
+            ("provider", _("For the provider: no credit")),
+        ],
+        widget=forms.RadioSelect,
+    )
+    credited_accelerator_hours = forms.DecimalField(
+        label=_("Credit (accelerator-hours)"),
+        min_value=0,
+        max_digits=14,
+        decimal_places=4,
+        required=False,
+        help_text=_("Empty: the buyer's claim. Never more than the contracted hours of the disputed period."),
+    )
+    note = forms.CharField(label=_("Resolution note"), max_length=2000, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def credited_accelerator_seconds(self) -> int | None:
+        hours = self.cleaned_data.get("credited_accelerator_hours")
+        return None if hours is None else int((hours * 3600).to_integral_value())
