@@ -697,10 +697,25 @@ def _credit_note_owner_legs(invoice: Invoice, net_minor: int) -> list[Leg]:
                 amount_minor=F("amount_minor") - from_payout,
                 fee_minor=F("fee_minor") - fee_cut,
                 gross_minor=F("gross_minor") - from_payout - fee_cut,
+                breakdown=_breakdown_reduced(payout.breakdown, gross_cut=from_payout + fee_cut, fee_cut=fee_cut),
             )
         legs.append(debit(owner_account, payout.owner_id, from_payout))
         legs.append(debit(AccountKind.PROVIDER_RECEIVABLE, payout.owner_id, owner_part - from_payout))
     return legs
+
+
+def _breakdown_reduced(breakdown: list[dict[str, Any]], *, gross_cut: int, fee_cut: int) -> list[dict[str, Any]]:
+    """A payout's per-pool parts after a credit note took ``gross_cut`` (of which ``fee_cut`` platform fee) off
+    it, spread over the pools in proportion to their gross and fee, so the parts still add up to the payout."""
+    if not breakdown or sum(part["gross_minor"] for part in breakdown) <= 0:
+        return breakdown
+    gross_cuts = allocate_minor(gross_cut, [part["gross_minor"] for part in breakdown])
+    fee_weights = [part["fee_minor"] for part in breakdown]
+    fee_cuts = allocate_minor(fee_cut, fee_weights) if sum(fee_weights) > 0 else [0] * len(breakdown)
+    return [
+        {**part, "gross_minor": part["gross_minor"] - g, "fee_minor": part["fee_minor"] - f}
+        for part, g, f in zip(breakdown, gross_cuts, fee_cuts, strict=True)
+    ]
 
 
 def _payout_clawback_decide(payout: Payout) -> Payout:

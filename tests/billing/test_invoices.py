@@ -162,6 +162,11 @@ def test_a_credit_note_lowers_what_is_owed_and_takes_back_in_proportion(billing_
     assert ledger_verify().mismatches == []
     ledger, owed, _name = selectors.receivables_by_buyer()[w.buyer.pk]
     assert ledger == owed
+    # The owners' pending payouts shrank, and so did their per-pool parts (the earnings page shows those).
+    for payout in Payout.objects.filter(invoice=invoice):
+        assert sum(part["gross_minor"] for part in payout.breakdown) == payout.gross_minor
+        assert sum(part["fee_minor"] for part in payout.breakdown) == payout.fee_minor
+    assert sum(p.gross_minor for p in Payout.objects.filter(invoice=invoice)) == invoice.subtotal_minor - 10_000
     with pytest.raises(ApplicationError) as error:
         services.credit_note_issue(invoice=invoice, net_minor=10**9, reason="x", idempotency_key="cn-2")
     assert error.value.code == "credit_too_large"
