@@ -27,7 +27,7 @@ from core.timeutils import HOUR, Window, floor_hour, utcnow
 from marketplace import demo as market_demo
 from marketplace.models import Lease, Pool, PoolStatus
 from metering import agent, services, signing
-from metering.models import Dispute, SigningKey
+from metering.models import Dispute, SigningKey, UsageHour
 
 DEMO_DAYS = 21
 DEMO_KEY_SEED = hashlib.sha256(b"suanli demo metering key").digest()
@@ -184,3 +184,20 @@ def seed() -> None:
                 observations="nvidia-smi: No devices were found (02:14–08:20 UTC+8); NCCL timeout in rank 3.",
             ),
         )
+    if len(leases) > 1:
+        _observe(Lease.objects.get(pk=leases[1].pk), until=until, now=now)
+
+
+def _observe(lease: Lease, *, until: datetime, now: datetime) -> None:
+    """The second lease's buyer posts its own measurements for the last day: within 1.5 % of the reports, so
+    they open nothing (a wider gap would open a dispute by itself)."""
+    start = max(floor_hour(lease.start), min(lease.end, until) - timedelta(hours=24))
+    reported = UsageHour.objects.filter(
+        subject_kind="lease", subject_id=lease.public_id, hour_start__gte=start, hour_start__lt=until
+    ).values_list("hour_start", "accelerator_seconds")
+    observations = [
+        services.ObservationInput(str(lease.public_id), hour, seconds * 985 // 1000, "dcgm-exporter")
+        for hour, seconds in reported
+    ]
+    if observations and lease.status in services.OBSERVABLE_STATUSES:
+        services.usage_observations_submit(organization=lease.buyer, observations=observations, now=now)

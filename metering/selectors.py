@@ -344,14 +344,19 @@ class LeaseUsageView:
     tiers: tuple[tuple[Decimal, Decimal], ...]
     observed_seconds: dict[datetime, int]  # the buyer's own measurement by hour, where it posted one
 
-    def attention(self, limit: int = 48) -> list[tuple[reconcile.HourReconciliation, int | None]]:
-        """Hours worth a look: no usage, over-reported, or the buyer observed less than the provider reported."""
+    def attention(self, limit: int = 48) -> list[tuple[reconcile.HourReconciliation, int | None, bool]]:
+        """Hours worth a look: no usage, over-reported, or the buyer observed clearly less than the provider
+        reported (by more than ``METERING_OBSERVATION_GAP`` of the contracted seconds)."""
+        gap_ratio = Decimal(settings.METERING_OBSERVATION_GAP)
         rows = []
         for hour in self.hours:
             observed = self.observed_seconds.get(hour.hour_start)
-            below = observed is not None and observed < hour.delivered_accelerator_seconds
+            below = (
+                observed is not None
+                and hour.delivered_accelerator_seconds - observed > gap_ratio * hour.contracted_accelerator_seconds
+            )
             if hour.missing or hour.over_reported or below:
-                rows.append((hour, observed))
+                rows.append((hour, observed, below))
         return rows[:limit]
 
 

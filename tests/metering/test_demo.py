@@ -6,7 +6,7 @@ import pytest
 
 from core.timeutils import Window, utcnow
 from metering import selectors
-from metering.models import Dispute, SignedBatch, UsageHour, UsageRecord
+from metering.models import Dispute, SignedBatch, UsageHour, UsageObservation, UsageRecord
 
 
 @pytest.mark.slow
@@ -33,7 +33,11 @@ def test_demo_usage_is_signed_reconciled_and_idempotent():
     credited = [u for u in usage.values() if u.sla_credit_ratio > 0]
     assert credited, "the outage earns an SLA credit"
     assert any(u.energy_estimated_wh > 0 for u in usage.values()), "a day without energy readings is estimated"
+    observed = UsageObservation.objects.count()
+    assert observed >= 20, "a buyer posted its own measurements for the last day"
+    assert not UsageObservation.objects.filter(dispute__isnull=False).exists(), "they agree within the threshold"
 
     demo.seed()
     assert UsageRecord.objects.count() == records
     assert Dispute.objects.count() == 1
+    assert UsageObservation.objects.count() == observed
