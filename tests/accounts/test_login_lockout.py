@@ -108,3 +108,19 @@ def test_the_admin_login_is_covered_too(make_user):
     response = attempt(client, staff.email, PASSWORD, url=url + "?next=/admin/")
     assert response.status_code == 302
     assert client.get("/admin/").status_code == 200
+
+
+def test_behind_a_proxy_the_lock_follows_the_client_address_the_proxy_appended(make_user, settings):
+    """SUANLI_PROXY_COUNT=1: every request comes from the proxy's address; the client is the right-most entry of
+    X-Forwarded-For, and what the client itself put to the left of it changes nothing."""
+    settings.AXES_IPWARE_PROXY_COUNT = 1
+    settings.AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+    user = make_user()
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+    for n in range(5):
+        attempt(Client(), user.email, WRONG, HTTP_X_FORWARDED_FOR=f"198.51.100.{n}, 203.0.113.7", **proxy)
+    locked = attempt(Client(), user.email, PASSWORD, HTTP_X_FORWARDED_FOR="192.0.2.99, 203.0.113.7", **proxy)
+    assert locked.status_code == 429  # a forged left-hand entry does not escape the lock
+    other = Client()
+    assert attempt(other, user.email, PASSWORD, HTTP_X_FORWARDED_FOR="203.0.113.8", **proxy).status_code == 302
+    assert "_auth_user_id" in other.session  # another client behind the same proxy is not locked out
