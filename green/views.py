@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.decorators import member_required
 from accounts.forms import apply_application_error
@@ -188,6 +188,7 @@ def statement_detail(request: HttpRequest, statement_id: UUID) -> HttpResponse:
     return render(request, "green/statement_detail.html", context)
 
 
+@require_GET
 @member_required(kinds=BUYERS)
 def statement_pdf(request: HttpRequest, statement_id: UUID) -> HttpResponse:
     statement = selectors.statement_get(request.organization, statement_id)  # type: ignore[attr-defined]
