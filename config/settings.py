@@ -255,7 +255,7 @@ API_KEY_CUSTOM_HEADER = None  # "Authorization: Api-Key <key>", the library's de
 # records). Over the limit: 429, Retry-After and the error envelope. "off" lifts a limit. Tests, `make load` and the
 # benchmarks (SUANLI_TESTING) run unthrottled unless these variables are set; bench/ingest.py runs in production mode
 # and sends 200 batches per key and run, well below the ingest limit.
-API_THROTTLE_DEFAULT_RATES = {"api": "1200/min", "metering_ingest": "600/min"}
+API_THROTTLE_DEFAULT_RATES = {"api": "1200/min", "metering_ingest": "600/min", "anonymous": "60/min"}
 API_THROTTLE_RATES: dict[str, str | None] = {
     scope: None if rate.strip().lower() == "off" else rate.strip()
     for scope, rate in {
@@ -263,10 +263,15 @@ API_THROTTLE_RATES: dict[str, str | None] = {
         "metering_ingest": os.environ.get(
             "API_THROTTLE_INGEST_RATE", "off" if TESTING else API_THROTTLE_DEFAULT_RATES["metering_ingest"]
         ),
+        # Requests without a key (the public schema and docs), counted per client address.
+        "anonymous": os.environ.get(
+            "API_THROTTLE_ANONYMOUS_RATE", "off" if TESTING else API_THROTTLE_DEFAULT_RATES["anonymous"]
+        ),
     }.items()
 }
 API_THROTTLE_INGEST_VIEWS = ["api:metering-records"]
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["core.throttling.ApiKeyRateThrottle"]
+REST_FRAMEWORK["NUM_PROXIES"] = PROXY_COUNT or None  # the client address for the anonymous budget
 # The cache holds the rate-limit counts: a shared one in production (CACHE_URL=redis://...), so that every web
 # process counts against one budget; the default (per process, in memory) suits one process.
 CACHES = {

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import views as core_views
 from core.tenancy import public
+from core.throttling import AnonymousRateThrottle
 
 api_v1 = [
     path("", include("accounts.apis")),
@@ -40,10 +41,20 @@ urlpatterns = [
     path("healthz", public(core_views.healthz), name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include((api_v1, "api"), namespace="api")),
-    path("api/schema/", public(SpectacularAPIView.as_view(permission_classes=[])), name="api-schema"),
+    path(
+        "api/schema/",
+        public(SpectacularAPIView.as_view(permission_classes=[], throttle_classes=[AnonymousRateThrottle])),
+        name="api-schema",
+    ),
     path(
         "api/docs/",
-        public(csp_update(REDOC_CSP)(SpectacularRedocView.as_view(url_name="api-schema", permission_classes=[]))),
+        public(
+            csp_update(REDOC_CSP)(
+                SpectacularRedocView.as_view(
+                    url_name="api-schema", permission_classes=[], throttle_classes=[AnonymousRateThrottle]
+                )
+            )
+        ),
         name="api-docs",
     ),
 ]

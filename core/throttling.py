@@ -3,7 +3,8 @@
 ``settings.API_THROTTLE_RATES`` maps a scope to a DRF rate (``"600/min"``; ``None`` for no limit). A view's scope
 is its ``throttle_scope`` attribute, else ``metering_ingest`` when its URL is named in
 ``settings.API_THROTTLE_INGEST_VIEWS``, else ``api``. The count is kept per API key (``request.auth``), so one
-client's burst never slows another's; requests without a key (the public schema) are not counted here.
+client's burst never slows another's. Requests without a key (the public schema and docs) are counted per client
+address by ``AnonymousRateThrottle`` (scope ``anonymous``; behind proxies see ``SUANLI_PROXY_COUNT``).
 
 Over the limit the API answers 429 with ``Retry-After`` and the error envelope of ``core.errors``
 (``{"errors": [{"field": null, "code": "throttled", "message": ...}]}``). Counts live in Django's cache: a shared
@@ -20,6 +21,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 API_SCOPE = "api"
 INGEST_SCOPE = "metering_ingest"
+ANONYMOUS_SCOPE = "anonymous"
 
 
 def throttle_scope(request: Request, view: Any) -> str:
@@ -53,3 +55,18 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if ident is None:
             return None
         return self.cache_format % {"scope": self.scope, "ident": ident}
+
+
+class AnonymousRateThrottle(ApiKeyRateThrottle):
+    """For the public views of the API (schema, docs): one budget per client address."""
+
+    throttle_scope = ANONYMOUS_SCOPE
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        self.scope = ANONYMOUS_SCOPE
+        self.rate = settings.API_THROTTLE_RATES.get(self.scope)
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return SimpleRateThrottle.allow_request(self, request, view)
+
+    def get_cache_key(self, request: Request, view: Any) -> str | None:
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}

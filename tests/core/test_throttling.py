@@ -6,7 +6,7 @@ import pytest
 from django.core.cache import cache
 from django.test import override_settings
 
-from core.throttling import API_SCOPE, INGEST_SCOPE
+from core.throttling import ANONYMOUS_SCOPE, API_SCOPE, INGEST_SCOPE
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +24,11 @@ def _fresh_counts():
 def test_production_defaults_limit_every_key():
     from django.conf import settings
 
-    assert settings.API_THROTTLE_DEFAULT_RATES == {API_SCOPE: "1200/min", INGEST_SCOPE: "600/min"}
+    assert settings.API_THROTTLE_DEFAULT_RATES == {
+        API_SCOPE: "1200/min",
+        INGEST_SCOPE: "600/min",
+        ANONYMOUS_SCOPE: "60/min",
+    }
     assert settings.REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] == ["core.throttling.ApiKeyRateThrottle"]
     assert "api:metering-records" in settings.API_THROTTLE_INGEST_VIEWS
 
