@@ -348,6 +348,8 @@ def _eligible_lines(lines: list[InvoiceLine]) -> list[EligibleLine]:
     totals: dict[tuple[int, bool, str], int] = defaultdict(int)
     evidence: dict[tuple[int, bool, str], set[str]] = defaultdict(set)
     currency = lines[0].invoice.currency if lines else ""
+    # The invoice's period: with the subjects, a reviewer finds the signed usage behind the amount.
+    period = [lines[0].invoice.period_start.isoformat(), lines[0].invoice.period_end.isoformat()] if lines else []
     for line in lines:
         if line.kind == "subsidy" or line.provider_id is None:
             continue
@@ -364,7 +366,7 @@ def _eligible_lines(lines: list[InvoiceLine]) -> list[EligibleLine]:
             chip_domestic=domestic,
             compute_only=True,
             product=product,
-            evidence={"subjects": sorted(evidence[(provider_id, domestic, product)])},
+            evidence={"subjects": sorted(evidence[(provider_id, domestic, product)]), "period": period},
         )
         for (provider_id, domestic, product), amount in sorted(totals.items())
         if amount > 0

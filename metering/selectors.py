@@ -12,7 +12,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
@@ -25,7 +25,15 @@ from marketplace import selectors as market_selectors
 from marketplace import selectors_tokens as market_token_selectors
 from metering import ingest, reconcile, signing
 from metering.ingest import LeaseFacts
-from metering.models import Dispute, DisputeStatus, SignedBatch, SigningKey, UsageHour, UsageObservation
+from metering.models import (
+    Dispute,
+    DisputeStatus,
+    SignedBatch,
+    SigningKey,
+    UsageHour,
+    UsageObservation,
+    UsageRecord,
+)
 
 
 def signing_key_list(organization: Organization) -> QuerySet[SigningKey]:
@@ -506,3 +514,80 @@ def organization_usage_series(
             )
         start = timezone.localtime(start + step, zone)  # across DST changes too
     return series
+
+
+@dataclass(frozen=True)
+class EvidenceBatch:
+    public_id: UUID  # the verification link's id
+    received_at: datetime
+    records: int  # of this subject in the window
+
+
+@dataclass(frozen=True)
+class SubjectEvidence:
+    """The metered usage behind one lease or token contract over a window, and the signed batches it came in."""
+
+    subject_id: str
+    subject_kind: str
+    accelerator_seconds: int
+    tokens: int
+    energy_wh: int
+    record_count: int
+    batches: list[EvidenceBatch]  # newest first, at most the limit asked for
+    batch_count: int
+
+
+def usage_evidence(
+    *, subject_ids: Collection[str], window: Window | None = None, batches_per_subject: int = 20
+) -> list[SubjectEvidence]:
+    """For a voucher issuer or auditor: per subject, the rolled-up usage in the window (all time without one) and
+    the signed batches that carry its records, each of which anyone can re-verify (``batch_verification``)."""
+    ids = [str(i) for i in subject_ids]
+    if not ids:
+        return []
+    hours = UsageHour.objects.filter(subject_id__in=ids)
+    records = UsageRecord.objects.filter(subject_id__in=ids)
+    if window is not None:
+        hours = hours.filter(hour_start__gte=floor_hour(window.start), hour_start__lt=window.end)
+        records = records.filter(window_start__gte=window.start, window_start__lt=window.end)
+    totals = {
+        str(row["subject_id"]): row
+        for row in hours.values("subject_id", "subject_kind").annotate(
+            seconds=Sum("accelerator_seconds"),
+            tokens=Sum(F("tokens_in") + F("tokens_out")),
+            energy=Sum("energy_wh"),
+            count=Sum("record_count"),
+        )
+    }
+    per_batch = list(records.values("subject_id", "batch_id").annotate(records=Count("record_id")))
+    batch_ids = {row["batch_id"] for row in per_batch}
+    batches = {
+        pk: (public_id, received_at)
+        for pk, public_id, received_at in SignedBatch.objects.filter(pk__in=batch_ids).values_list(
+            "pk", "public_id", "received_at"
+        )
+    }
+    by_subject: dict[str, list[EvidenceBatch]] = {}
+    for row in per_batch:
+        if row["batch_id"] in batches:
+            public_id, received_at = batches[row["batch_id"]]
+            by_subject.setdefault(str(row["subject_id"]), []).append(
+                EvidenceBatch(public_id, received_at, row["records"])
+            )
+    out = []
+    for subject in ids:
+        total = totals.get(subject, {})
+        found = sorted(by_subject.get(subject, []), key=lambda b: b.received_at, reverse=True)
+        out.append(
+            SubjectEvidence(
+                subject_id=subject,
+                subject_kind=total.get("subject_kind", ""),
+                accelerator_seconds=int(total.get("seconds") or 0),
+                tokens=int(total.get("tokens") or 0),
+                energy_wh=int(total.get("energy") or 0),
+                record_count=int(total.get("count") or 0),
+                batches=found[:batches_per_subject],
+                batch_count=len(found),
+            )
+        )
+    return out

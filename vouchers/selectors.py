@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.utils.translation import gettext as _
 
 from accounts.models import CompanyProfile, Organization, OrganizationKind
-from core.timeutils import ensure_utc, utcnow
+from core.timeutils import Window, ensure_utc, parse_rfc3339, utcnow
 from vouchers import rules
 from vouchers.models import (
     OPEN_APPLICATION_STATUSES,
@@ -771,3 +771,34 @@ def flagged_cases(
         FlagKind.ANNUAL_CAP: capped,
         FlagKind.NO_EVIDENCE: no_evidence,
     }
+
+
+@dataclass(frozen=True)
+class LineEvidence:
+    line: RedemptionLine
+    period: Window | None
+    subjects: list[Any]  # metering.selectors.SubjectEvidence
+
+
+def redemption_evidence(redemption: Redemption) -> list[LineEvidence]:
+    """Each subsidised line of a redemption with the metered usage behind it: the leases and token contracts
+    named in its evidence, their usage over the invoice's period and the signed batches anyone can re-verify."""
+    from metering import selectors as metering_selectors
+
+    out = []
+    for line in redemption.lines.select_related("provider").order_by("id"):
+        evidence = line.evidence if isinstance(line.evidence, dict) else {}
+        raw = evidence.get("subjects")
+        subjects = [k for k in (_subject_key(v) for v in (raw if isinstance(raw, list) else [])) if k]
+        period = _evidence_period(evidence.get("period"))
+        out.append(LineEvidence(line, period, metering_selectors.usage_evidence(subject_ids=subjects, window=period)))
+    return out
+
+
+def _evidence_period(raw: Any) -> Window | None:
+    if not (isinstance(raw, list) and len(raw) == 2):
+        return None
+    try:
+        return Window(parse_rfc3339(str(raw[0])), parse_rfc3339(str(raw[1])))
+    except ValueError:
+        return None

@@ -27,6 +27,11 @@ urlpatterns = [
     path("issuer/flags/", views.issuer_flags, name="issuer-flags"),
     path("issuer/redemptions/", views.issuer_redemptions, name="issuer-redemptions"),
     path(
+        "issuer/redemptions/<uuid:redemption_id>/evidence/",
+        views.issuer_redemption_evidence,
+        name="issuer-redemption-evidence",
+    ),
+    path(
         "issuer/redemptions/<uuid:redemption_id>/paid/",
         views.issuer_redemption_settle,
         name="issuer-redemption-paid",

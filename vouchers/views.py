@@ -338,6 +338,16 @@ def issuer_redemptions(request: HttpRequest) -> HttpResponse:
     )
 
 
+@require_GET
+@member_required(kinds=ISSUERS)
+def issuer_redemption_evidence(request: HttpRequest, redemption_id: UUID) -> HttpResponse:
+    """The metered usage behind a redemption: per line, the leases and contracts, their usage over the invoice's
+    period, and the signed usage batches with their verification links."""
+    redemption = selectors.redemption_get_for_issuer(_org(request), redemption_id)
+    context = {"r": redemption, "lines": selectors.redemption_evidence(redemption)}
+    return render(request, "vouchers/issuer_redemption_evidence.html", context)
+
+
 @require_POST
 @member_required(kinds=ISSUERS, min_role=Role.MEMBER)
 def issuer_redemption_settle(request: HttpRequest, redemption_id: UUID) -> HttpResponse:
