@@ -454,6 +454,7 @@ class UsageBucket:
     utilization_bp: int | None  # weighted by accelerator-seconds
     tokens_in: int
     tokens_out: int
+    requests: int = 0
 
 
 def organization_usage_series(
@@ -461,6 +462,18 @@ def organization_usage_series(
 ) -> list[UsageBucket]:
     """The organisation's metered usage (all its leases and token contracts, bought or sold) per day of the last
     30 days or per hour of the last 48, in the current time zone; empty buckets included."""
+    rows = UsageHour.objects.all()
+    if organization.kind == "provider":
+        rows = rows.filter(provider=organization)
+    else:
+        rows = rows.filter(
+            Q(subject_id__in=market_selectors.lease_list(organization).values("public_id"))
+            | Q(subject_id__in=market_token_selectors.token_contract_list(organization).values("public_id"))
+        )
+    return _usage_series(rows, by=by, now=now)
+
+
+def _usage_series(rows: QuerySet[UsageHour], *, by: str, now: datetime | None) -> list[UsageBucket]:
     if by not in USAGE_SERIES_SPANS:
         raise ValueError(by)
     zone = timezone.get_current_timezone()
@@ -472,14 +485,7 @@ def organization_usage_series(
         step = timedelta(hours=1)
         last = now.replace(minute=0, second=0, microsecond=0)
     first = last - (USAGE_SERIES_SPANS[by] - 1) * step
-    rows = UsageHour.objects.filter(hour_start__gte=first, hour_start__lt=last + step)
-    if organization.kind == "provider":
-        rows = rows.filter(provider=organization)
-    else:
-        rows = rows.filter(
-            Q(subject_id__in=market_selectors.lease_list(organization).values("public_id"))
-            | Q(subject_id__in=market_token_selectors.token_contract_list(organization).values("public_id"))
-        )
+    rows = rows.filter(hour_start__gte=first, hour_start__lt=last + step)
     trunc = TruncDay if by == "day" else TruncHour
     totals = {
         row["bucket"]: row
@@ -492,6 +498,7 @@ def organization_usage_series(
             weighted_seconds=Sum("accelerator_seconds", filter=Q(utilization_bp__isnull=False)),
             tokens_in=Sum("tokens_in"),
             tokens_out=Sum("tokens_out"),
+            requests=Sum("requests"),
         )
     }
     series = []
@@ -510,10 +517,50 @@ def organization_usage_series(
                     round(row["weighted"] / weighted_seconds) if weighted_seconds else None,
                     int(row["tokens_in"]),
                     int(row["tokens_out"]),
+                    int(row["requests"]),
                 )
             )
         start = timezone.localtime(start + step, zone)  # across DST changes too
     return series
+
+
+@dataclass(frozen=True)
+class ContractUsageView:
+    """A token contract's usage page: tokens per day or hour, and this month's use against the monthly volume."""
+
+    contract: Any
+    series: list[UsageBucket]
+    month_start: datetime
+    month_tokens: int  # input + output tokens since the start of the current UTC month
+    month_requests: int
+
+    @property
+    def month_share(self) -> Decimal:
+        return Decimal(self.month_tokens) / Decimal(self.contract.monthly_tokens)
+
+    @property
+    def over_volume(self) -> bool:
+        return self.month_tokens > self.contract.monthly_tokens
+
+
+def contract_usage(
+    organization: Organization, contract_public_id: UUID, *, by: str = "day", now: datetime | None = None
+) -> ContractUsageView:
+    """The usage of a token contract the organisation bought or sold (404 otherwise)."""
+    now = now or utcnow()
+    contract = market_token_selectors.token_contract_get(organization, contract_public_id)
+    rows = UsageHour.objects.filter(subject_kind="contract", subject_id=contract.public_id)
+    month = month_start(now)
+    totals = rows.filter(hour_start__gte=month).aggregate(
+        tokens=Sum(F("tokens_in") + F("tokens_out")), requests=Sum("requests")
+    )
+    return ContractUsageView(
+        contract=contract,
+        series=_usage_series(rows, by=by, now=now),
+        month_start=month,
+        month_tokens=int(totals["tokens"] or 0),
+        month_requests=int(totals["requests"] or 0),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("provider/ingest/", views.ingest_health, name="ingest-health"),
     path("usage/", views.usage_overview, name="usage"),
     path("usage/leases/<uuid:lease_id>/", views.lease_usage, name="lease-usage"),
+    path("usage/contracts/<uuid:contract_id>/", views.contract_usage, name="contract-usage"),
     path("usage/disputes/<uuid:dispute_id>/", views.dispute_detail, name="dispute-detail"),
     path("verify/batches/<uuid:batch_id>/", public(views.batch_verify), name="batch-verify"),
 ]

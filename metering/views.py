@@ -19,6 +19,7 @@ from accounts.models import OrganizationKind, Role
 from core.errors import ApplicationError
 from core.timeutils import utcnow
 from marketplace import selectors as market_selectors
+from marketplace import selectors_tokens as market_token_selectors
 from metering import selectors, services
 from metering.forms import DisputeForm, DisputeResponseForm, SigningKeyForm
 
@@ -94,6 +95,21 @@ def _chart_data(view: selectors.LeaseUsageView) -> dict[str, Any]:
     }
 
 
+@require_GET
+@member_required(kinds=MARKET_SIDES)
+def contract_usage(request: HttpRequest, contract_id: UUID) -> HttpResponse:
+    """A token contract's tokens per day (or hour) and this month's use against its monthly volume."""
+    by = request.GET.get("by") if request.GET.get("by") in selectors.USAGE_SERIES_SPANS else "day"
+    view = selectors.contract_usage(request.organization, contract_id, by=by)  # type: ignore[attr-defined]
+    context = {
+        "v": view,
+        "by": by,
+        "series": _series_chart(view.series, by),
+        "has_usage": any(b.tokens_in or b.tokens_out for b in view.series),
+    }
+    return render(request, "metering/contract_usage.html", context)
+
+
 def _series_chart(series: list[selectors.UsageBucket], by: str) -> dict[str, Any]:
     label = "%m-%d" if by == "day" else "%m-%d %H:00"
     return {
@@ -103,6 +119,7 @@ def _series_chart(series: list[selectors.UsageBucket], by: str) -> dict[str, Any
         "energy": [round(b.energy_wh / 1000, 3) for b in series],
         "tokens_in": [round(b.tokens_in / 1_000_000, 3) for b in series],
         "tokens_out": [round(b.tokens_out / 1_000_000, 3) for b in series],
+        "requests": [b.requests for b in series],
     }
 
 
@@ -164,6 +181,7 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
         "has_usage": any(b.accelerator_seconds or b.tokens_in or b.tokens_out for b in series),
         "has_tokens": any(b.tokens_in or b.tokens_out for b in series),
         "leases": market_selectors.lease_list(organization).exclude(status="cancelled")[:200],
+        "contracts": market_token_selectors.token_contract_list(organization).exclude(status="cancelled")[:200],
         "disputes": selectors.dispute_list(organization)[:100],
         "is_provider": organization.kind == OrganizationKind.PROVIDER,
     }

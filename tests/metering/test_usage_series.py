@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from core.timeutils import HOUR, floor_hour, utcnow
+from core.timeutils import HOUR, floor_hour, month_start, utcnow
 from metering import selectors
 from metering.models import UsageHour
 from tests.marketplace.factories import make_lease
@@ -38,7 +38,7 @@ def world(make_org):
     lease = make_lease(provider, buyer, accelerators=4, start=now - 48 * HOUR, end=now + HOUR, status="active")
     foreign = make_lease(provider, stranger, accelerators=4, start=now - 48 * HOUR, end=now + HOUR, status="active")
     contract = make_token_contract(provider, buyer, status="active")
-    hour = now - 2 * HOUR
+    hour = max(now - 2 * HOUR, month_start(now))  # inside the current month, for the monthly volume
     usage(lease, hour, seconds=3600, utilization_bp=9000, energy_wh=2000)
     usage(foreign, hour, seconds=7200, utilization_bp=3000, energy_wh=4000)
     usage(contract, hour, tokens_in=5_000_000, tokens_out=1_000_000)
@@ -84,3 +84,22 @@ def test_overview_page_draws_the_chart_and_switches_granularity(world, client_fo
     assert client.get("/usage/?by=week").context["by"] == "day"  # unknown spans fall back to days
     assert 'data-testid="org-usage-chart"' in client_for(stranger.owner).get("/usage/").content.decode()
     assert client_for(stranger.owner).get("/usage/?by=hour").context["series"]["accelerator_hours"].count(2.0) == 1
+
+
+@pytest.mark.django_db
+def test_a_token_contract_page_shows_its_tokens_and_the_month_against_the_volume(world, client_for):
+    provider, buyer, stranger, _hour = world
+    from marketplace.models import TokenContract
+
+    contract = TokenContract.objects.get(buyer=buyer)
+    TokenContract.objects.filter(pk=contract.pk).update(monthly_tokens=4_000_000)  # 6 M used this month: over
+    for user in (buyer.owner, provider.owner):
+        client = client_for(user)
+        assert f"/usage/contracts/{contract.public_id}/" in client.get("/usage/").content.decode()
+        page = client.get(f"/usage/contracts/{contract.public_id}/?by=hour")
+        assert page.status_code == 200
+        assert page.context["v"].month_tokens == 6_000_000
+        assert page.context["v"].over_volume
+        assert 'data-over="true"' in page.content.decode()
+        assert sum(page.context["series"]["tokens_out"]) == 1.0
+    assert client_for(stranger.owner).get(f"/usage/contracts/{contract.public_id}/").status_code == 404

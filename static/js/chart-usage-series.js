@@ -1,4 +1,4 @@
-// The organisation's usage per day or hour (metering/usage_overview.html).
+// Usage per day or hour: an organisation's (metering/usage_overview.html) or a token contract's (contract_usage.html).
 // Data: {{ series|json_script:"org-usage-data" }} ({buckets, accelerator_hours, utilization, energy, tokens_in,
 // tokens_out}); labels in data-* attributes of #org-usage-chart and #org-token-chart.
 (function () {
