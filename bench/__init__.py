@@ -1,7 +1,8 @@
 """Benchmarks: `make bench` runs them all, `make bench NAME=matching` one; `QUICK=1` runs reduced sizes.
 
-Each prints lines `BENCH <name> <figure>=<value> baseline=<target> ratio=<value/target>` where the baseline is
-the first bar named in the issue (DESIGN.md §6). The machine has 2 cores: compare ratios within one run.
+Each prints lines `BENCH <name> <figure>=<value> baseline=<target> ratio=<r>` where the baseline is the first bar
+named in the issue (DESIGN.md §6) and the ratio says how many times the bar is met: value/target for throughput,
+target/value for times (so >= 1 always means the bar is met). The machine has 2 cores: compare within one run.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
-from bench import QUICK, setup_django
+from bench import QUICK, report, setup_django
 
 FIRST_BAR_S = 60.0
 PROVINCES = ["64", "15", "52", "62", "13", "31", "44", "51"]
@@ -233,9 +233,9 @@ def run() -> None:
     if not os.environ.get("GREEN_BENCH_DB_ONLY"):
         pure, count, energy = _pure(lots, hours)
         print(f"# green: pure allocation of {hours} lease-hours against {lots} lots: {count} slices, {energy} Wh")
-        print(f"BENCH green pure_seconds={pure:.4g} baseline={bar:g} ratio={pure / bar:.3f}", flush=True)
+        report("green", "pure_seconds", pure, bar, higher_is_better=False)
     if os.environ.get("GREEN_BENCH_PURE_ONLY"):
         return
     seconds, setup, summary = _end_to_end(lots, hours)
     print(f"# green: monthly job end to end (database built in {setup:.0f} s beforehand): {summary}", flush=True)
-    print(f"BENCH green seconds={seconds:.4g} baseline={bar:g} ratio={seconds / bar:.3f}", flush=True)
+    report("green", "seconds", seconds, bar, higher_is_better=False)

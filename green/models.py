@@ -201,9 +201,12 @@ class ConsumptionAccount(models.Model):
     estimated = models.BooleanField(default=False, help_text="some records of the hour lacked energy")
 
     class Meta:
+        # The lease before the hour: the job inserts a month's accounts in key order (lease, then hour), so each
+        # buyer's and each site's entries are appended at one place rather than spread over the index; reads by
+        # buyer or site and a period skip over the leases (B-tree skip scan) or filter them inside the index.
         indexes = [
-            models.Index(fields=["buyer", "hour_start"]),  # statements, buyer pages (also by lease: a filter)
-            models.Index(fields=["site", "hour_start"]),  # site shares, hourly matching
+            models.Index(fields=["buyer", "lease_public_id", "hour_start"]),  # statements, buyer pages
+            models.Index(fields=["site", "lease_public_id", "hour_start"]),  # site shares, hourly matching
         ]
         constraints = [
             models.UniqueConstraint(fields=["consumption_key"], name="consumption_account_key_unique"),
@@ -221,23 +224,39 @@ class ConsumptionAccount(models.Model):
 
 
 class Allocation(models.Model):
-    """Green Wh of a lot assigned to one lease-hour. Final: a correction is a reversal row (negative Wh)."""
+    """Green Wh of a lot assigned to one lease-hour. Final: a correction is a reversal row (negative Wh).
 
-    lot = models.ForeignKey(CertificateLot, on_delete=models.PROTECT, related_name="allocations")
+    A month's run writes half a million of these rows at once, so the references are checked once per statement
+    rather than once per row: ``lot`` and ``reversal_of`` carry no per-row foreign-key triggers; instead the
+    statement triggers of migration 0007 refuse, exactly like the foreign keys did, a row naming a lot or an
+    allocation that does not exist (locking the named rows FOR KEY SHARE until commit) and the deletion (or a new
+    id) of a lot or allocation still named by an allocation. A reversal is unique per original through a partial
+    unique index (the run's rows, never reversals, add nothing to it)."""
+
+    lot = models.ForeignKey(CertificateLot, on_delete=models.PROTECT, related_name="allocations", db_constraint=False)
     consumption_key = models.CharField(max_length=100, db_collation="C")
     hour_start = models.DateTimeField()
     energy_wh = models.BigIntegerField()
     run_key = models.CharField(max_length=100, db_collation="C")
     created_at = models.DateTimeField(auto_now_add=True)
-    reversal_of = models.OneToOneField(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversed_by"
+    reversal_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="reversed_by",
+        db_index=False,
+        db_constraint=False,
     )
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["consumption_key"])]
         constraints = [
-            models.UniqueConstraint(fields=["run_key", "lot", "consumption_key"], name="allocation_once_per_run"),
+            # Also the index of the reads by consumption key (statements) and of a repeated run's check.
+            models.UniqueConstraint(fields=["consumption_key", "lot", "run_key"], name="allocation_once_per_run"),
+            models.UniqueConstraint(
+                fields=["reversal_of"], condition=Q(reversal_of__isnull=False), name="allocation_reversed_once"
+            ),
             models.CheckConstraint(
                 condition=(Q(reversal_of__isnull=True) & Q(energy_wh__gt=0))
                 | (Q(reversal_of__isnull=False) & Q(energy_wh__lt=0)),

@@ -452,6 +452,7 @@ _ACCOUNTS = "green_consumptionaccount"
 _LOTS = "green_certificatelot"
 _ALLOCATIONS = "green_allocation"
 MAX_ATTEMPTS = 5
+ANALYZE_AFTER_HOURS = 50_000  # a month job staging at least this many lease-hours refreshes the accounts' statistics
 
 
 class _Refused(Exception):
@@ -496,6 +497,10 @@ def _stage_slices(consumption: Sequence[ConsumptionSlice]) -> None:
     """Stage consumption built in Python (tests, benchmarks, callers with their own figures)."""
     columns = ", ".join(_STAGING_COLUMNS)
     ordered = sorted(consumption, key=lambda c: (c.hour_start, c.key))
+    if len({c.key for c in ordered}) != len(ordered):
+        seen: set[str] = set()
+        twice = next(c.key for c in ordered if c.key in seen or seen.add(c.key))  # type: ignore[func-returns-value]
+        raise ValueError(f"consumption {twice!r} appears twice")
     with connection.cursor() as cursor:
         _staging_create(cursor)
         with cursor.cursor.copy(f"COPY {_STAGING} (n, {columns}) FROM STDIN") as copy:
@@ -519,9 +524,9 @@ def _stage_slices(consumption: Sequence[ConsumptionSlice]) -> None:
         _analyze(cursor, _STAGING)
 
 
-def _stage_usage(*, start: datetime, end: datetime) -> tuple[int, int]:
+def _stage_usage(*, start: datetime, end: datetime) -> _Staged:
     """Stage every lease-hour of [start, end) straight from metering's usage hours in one INSERT ... SELECT (the
-    same figures as ``consumption_for_period``, which stays the specification). Returns (lease-hours, estimated)."""
+    same figures as ``consumption_for_period``, which stays the specification). Returns what it staged."""
     select, params = selectors.lease_consumption_sql(start=start, end=end)
     columns = ", ".join(_STAGING_COLUMNS)
     with connection.cursor() as cursor:
@@ -532,92 +537,115 @@ def _stage_usage(*, start: datetime, end: datetime) -> tuple[int, int]:
             params,
         )
         _analyze(cursor, _STAGING)
-        cursor.execute(f"SELECT count(*), count(*) FILTER (WHERE estimated) FROM {_STAGING}")  # noqa: S608
-        hours, estimated = cursor.fetchone()
-    return hours, estimated
+    return _staged_summary()
 
 
-def _lock_existing_accounts(cursor: Any) -> set[str]:
+@dataclass(frozen=True)
+class _Staged:
+    hours: int  # staged lease-hours
+    estimated: int  # of which with estimated energy
+    site_ids: list[int]
+    first_hour: datetime | None
+
+
+def _staged_summary() -> _Staged:
+    """What the staged consumption covers, in one pass over it (grouped by site: a hash aggregate)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT site_id, min(hour_start), count(*), count(*) FILTER (WHERE estimated) FROM {_STAGING}"  # noqa: S608
+            " GROUP BY site_id"
+        )
+        rows = cursor.fetchall()
+    return _Staged(
+        hours=sum(r[2] for r in rows),
+        estimated=sum(r[3] for r in rows),
+        site_ids=sorted(r[0] for r in rows),
+        first_hour=min((r[1] for r in rows), default=None),
+    )
+
+
+def _lock_existing_accounts(cursor: Any) -> set[int]:
     """Lock, in key order, the run's existing accounts that the run may change: those with facility Wh still
     uncovered and those whose usage changed since (late usage: the new figures are written now; facility Wh never
-    drops below what is already allocated, as allocations are final). Returns the locked keys."""
+    drops below what is already allocated, as allocations are final). Returns the locked accounts' staging
+    numbers."""
     changed = (
         "(a.facility_wh, a.it_energy_wh, a.pue, a.estimated) IS DISTINCT FROM"
         " (GREATEST(s.facility_wh, a.allocated_wh), s.it_energy_wh, s.pue, s.estimated)"
     )
     cursor.execute(
-        f"SELECT a.consumption_key, {changed} FROM {_ACCOUNTS} a"  # noqa: S608 (names are ours)
+        f"SELECT s.n, {changed} FROM {_ACCOUNTS} a"  # noqa: S608 (names are ours)
         f" JOIN {_STAGING} s ON s.consumption_key = a.consumption_key"
         f" WHERE a.allocated_wh < a.facility_wh OR {changed}"
         " ORDER BY a.consumption_key FOR UPDATE OF a"
     )
     rows = cursor.fetchall()
-    late = [key for key, is_changed in rows if is_changed]
+    late = [n for n, is_changed in rows if is_changed]
     if late:
         cursor.execute(
             f"UPDATE {_ACCOUNTS} a SET facility_wh = GREATEST(s.facility_wh, a.allocated_wh),"  # noqa: S608
             " it_energy_wh = s.it_energy_wh, pue = s.pue, estimated = s.estimated"
-            f" FROM {_STAGING} s WHERE s.consumption_key = a.consumption_key AND a.consumption_key = ANY(%s)",
+            f" FROM {_STAGING} s WHERE s.consumption_key = a.consumption_key AND s.n = ANY(%s)",
             [late],
         )
-    return {key for key, _is_changed in rows}
+    return {n for n, _is_changed in rows}
 
 
 @dataclass
 class _Planning:
-    consumption: list[allocation.ConsumptionInput]
-    number: dict[str, int]  # consumption key -> staging n
-    existing: set[str]  # keys whose account exists (locked)
-    new_accounts: int  # staged keys without an account (inserted by this run)
+    """What is still uncovered, as columns in (hour, key) order (the allocator's input): consumption ``i`` is the
+    staged row ``ns[i]``."""
+
+    ns: list[int]
+    hours: list[datetime]
+    groups: list[Any]  # allocation.candidate_group of the row's site
+    needs: list[int]  # facility Wh still uncovered
+    existing: set[int]  # staging numbers whose account exists (locked)
+    new_accounts: int  # staged rows without an account (inserted by this run)
+
+
+def _ints(text: str | None) -> list[int]:
+    return list(map(int, text.split(","))) if text else []
 
 
 def _read_planning(
-    cursor: Any, *, locked: set[str], provinces: dict[int, str], site_rule: allocation.SiteRule
+    cursor: Any, *, locked: set[int], provinces: dict[int, str], site_rule: allocation.SiteRule
 ) -> _Planning | None:
-    """What is still uncovered, per staged lease-hour (joined into a few large texts by the server: a million rows
-    arrive in 64 strings rather than a million messages). None when an
-    account appeared or changed since the accounts were locked (another run committed it): the caller retries."""
+    """What is still uncovered, per staged lease-hour, in (hour, key) order (the order the allocator serves them in,
+    sorted once by the server for all the columns): one row of comma-joined columns (a million lease-hours arrive
+    as a few texts that ``map(int, ...)`` reads, rather than a million rows or objects). None when an account
+    appeared or changed since the accounts were locked (another run committed it): the caller retries."""
+    order = 'ORDER BY s.hour_start, s.consumption_key COLLATE "C"'
     cursor.execute(
-        "SELECT string_agg(concat_ws(E'\\t', s.n, s.consumption_key, extract(epoch FROM s.hour_start)::bigint,"  # noqa: S608
-        " s.site_id, CASE WHEN a.id IS NULL THEN s.facility_wh ELSE a.facility_wh - a.allocated_wh END,"
-        " (a.id IS NOT NULL)::int), E'\\n')"
+        f"SELECT string_agg(s.n::text, ',' {order}),"  # noqa: S608 (names are ours)
+        f" string_agg(extract(epoch FROM s.hour_start)::bigint::text, ',' {order}),"
+        f" string_agg(s.site_id::text, ',' {order}),"
+        " string_agg((CASE WHEN a.id IS NULL THEN s.facility_wh ELSE a.facility_wh - a.allocated_wh END)::text,"
+        f" ',' {order}),"
+        f" string_agg(CASE WHEN a.id IS NOT NULL THEN s.n::text END, ','), count(*) FILTER (WHERE a.id IS NULL)"
         f" FROM {_STAGING} s LEFT JOIN {_ACCOUNTS} a ON a.consumption_key = s.consumption_key"
-        " WHERE a.id IS NULL OR a.allocated_wh < a.facility_wh GROUP BY s.n % 64"
+        " WHERE a.id IS NULL OR a.allocated_wh < a.facility_wh"
     )
-    text = "\n".join(chunk for (chunk,) in cursor.fetchall())
-    hours: dict[str, datetime] = {}
-    consumption = []
-    number: dict[str, int] = {}
-    existing: set[str] = set()
-    new_accounts = 0
-    for line in text.split("\n"):
-        if not line:
-            continue
-        n, key, epoch, site_id, remaining, is_existing = line.split("\t")
-        if is_existing == "1":
-            if key not in locked:
-                return None
-            existing.add(key)
-        else:
-            new_accounts += 1
-        wh = int(remaining)
-        if wh <= 0:
-            continue
-        hour = hours.get(epoch)
-        if hour is None:
-            hour = hours[epoch] = datetime.fromtimestamp(int(epoch), tz=UTC)
-        number[key] = int(n)
-        consumption.append(
-            allocation.ConsumptionInput(
-                id=key,
-                hour=hour,
-                facility_wh=wh,
-                site_id=int(site_id),
-                province=provinces[int(site_id)],
-                site_rule=site_rule,
-            )
-        )
-    return _Planning(consumption, number, existing, new_accounts)
+    ns_text, epochs_text, sites_text, needs_text, existing_text, new_accounts = cursor.fetchone()
+    existing = set(_ints(existing_text))
+    if not existing <= locked:
+        return None
+    epochs = epochs_text.split(",") if epochs_text else []
+    hour_of = {epoch: datetime.fromtimestamp(int(epoch), tz=UTC) for epoch in set(epochs)}
+    group_of = {
+        str(site_id): allocation.candidate_group("CN", site_id=site_id)
+        if site_rule == "same_site"
+        else allocation.candidate_group("CN", province=province)
+        for site_id, province in provinces.items()
+    }
+    return _Planning(
+        ns=_ints(ns_text),
+        hours=[hour_of[epoch] for epoch in epochs],
+        groups=[group_of[site] for site in (sites_text.split(",") if sites_text else [])],
+        needs=_ints(needs_text),
+        existing=existing,
+        new_accounts=new_accounts or 0,
+    )
 
 
 def _lock_lots(provinces: set[str], first_day: date) -> list[CertificateLot]:
@@ -631,9 +659,15 @@ def _lock_lots(provinces: set[str], first_day: date) -> list[CertificateLot]:
 
 
 def _write_plan(
-    cursor: Any, run_key: str, planning: _Planning, plan: list[allocation.AllocationSlice]
+    cursor: Any,
+    run_key: str,
+    planning: _Planning,
+    plan: Sequence[tuple[int, int, int]],
+    *,
+    fresh_run_key: bool = False,
 ) -> tuple[int, int]:
-    """Write the plan set-based, or raise _Refused. Returns the allocation rows and Wh written.
+    """Write the plan (``allocation.allocate_ordered``'s (lot id, consumption position, Wh)) set-based, or raise
+    _Refused. Returns the allocation rows and Wh written.
 
     The plan is COPYed into a staging table; then: the run's new accounts are inserted with their planned Wh (in
     key order: the same lock order in every run, and the key index grows at its end; a count short of the new keys,
@@ -641,22 +675,36 @@ def _write_plan(
     ``allocated_wh + grouped sum`` under a condition that refuses any over-allocation (``<= facility_wh``,
     ``<= energy_wh``, lot still allocatable), checked by the row count; the allocation rows are inserted by lot and,
     within a lot, in plan order (a lot's serials are drawn in the order of its allocation ids). CHECK constraints
-    back every condition."""
-    lines = []
-    for seq, item in enumerate(plan):
-        key = item.consumption_id
-        lines.append(f"{seq}\t{item.lot_id}\t{planning.number[key]}\t{item.energy_wh}\t{key in planning.existing}\n")
+    back every condition. A run key used before (by a caller running the same job again) writes nothing twice: the
+    (lot, consumption) pairs it already wrote are dropped from the plan (``fresh_run_key`` skips that look-up for a
+    key no committed run can hold, as the monthly job's numbered runs; the unique constraint holds either way)."""
+    ns, existing = planning.ns, planning.existing
+    lines = [
+        f"{seq}\t{lot_id}\t{ns[i]}\t{wh}\t{'t' if ns[i] in existing else 'f'}\n"
+        for seq, (lot_id, i, wh) in enumerate(plan)
+    ]
     with cursor.cursor.copy(f"COPY {_PLAN} (seq, lot_id, n, energy_wh, existing) FROM STDIN") as copy:
         copy.write("".join(lines))
+    del lines
+    existing_keys = len({ns[i] for _lot, i, _wh in plan if ns[i] in existing}) if existing else 0
+    lots = len({lot_id for lot_id, _i, _wh in plan})
+    energy_wh = sum(wh for _lot, _i, wh in plan)
     if plan:
         _analyze(cursor, _PLAN)
-    if plan and Allocation.objects.filter(run_key=run_key).exists():
-        # A repeated run writes nothing twice: drop the (lot, consumption) pairs this run key already wrote.
+    dropped = 0
+    if plan and not fresh_run_key:
         cursor.execute(
             f"DELETE FROM {_PLAN} p USING {_STAGING} s, {_ALLOCATIONS} al"  # noqa: S608 (names are ours)
-            " WHERE s.n = p.n AND al.run_key = %s AND al.lot_id = p.lot_id AND al.consumption_key = s.consumption_key",
+            " WHERE s.n = p.n AND al.consumption_key = s.consumption_key AND al.lot_id = p.lot_id AND al.run_key = %s",
             [run_key],
         )
+        dropped = cursor.rowcount
+    if dropped:
+        cursor.execute(
+            f"SELECT count(DISTINCT n) FILTER (WHERE existing), count(DISTINCT lot_id), COALESCE(sum(energy_wh), 0)"  # noqa: S608
+            f" FROM {_PLAN}"
+        )
+        existing_keys, lots, energy_wh = cursor.fetchone()
     columns = ", ".join(f"s.{c}" for c in _STAGING_COLUMNS)
     cursor.execute(
         f"INSERT INTO {_ACCOUNTS} ({', '.join(_STAGING_COLUMNS)}, allocated_wh)"  # noqa: S608 (names are ours)
@@ -667,11 +715,6 @@ def _write_plan(
     )
     if cursor.rowcount != planning.new_accounts:
         raise _Refused
-    cursor.execute(
-        f"SELECT count(DISTINCT n) FILTER (WHERE existing), count(DISTINCT lot_id), COALESCE(sum(energy_wh), 0)"  # noqa: S608
-        f" FROM {_PLAN}"
-    )
-    existing_keys, lots, energy_wh = cursor.fetchone()
     if existing_keys:
         cursor.execute(
             f"UPDATE {_ACCOUNTS} a SET allocated_wh = a.allocated_wh + p.wh"  # noqa: S608 (names are ours)
@@ -701,17 +744,22 @@ def _write_plan(
     return cursor.rowcount, energy_wh
 
 
-def _allocate_staged(*, run_key: str, site_rule: allocation.SiteRule, vintage_months: int) -> RunResult:
+def _allocate_staged(
+    *,
+    staged: _Staged,
+    run_key: str,
+    site_rule: allocation.SiteRule,
+    vintage_months: int,
+    fresh_run_key: bool = False,
+) -> RunResult:
     """Allocate the staged consumption (inside the caller's transaction). Lock order, the same in every run so racing
     runs wait instead of deadlocking: existing accounts (key order), lots (id order), new accounts (key order, by
     their insert). An attempt the database refused (another run committed some of the same accounts meanwhile) is
     rolled back to its savepoint and planned again from what is now committed."""
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT array_agg(DISTINCT site_id), min(hour_start) FROM {_STAGING}")  # noqa: S608
-        site_ids, first_hour = cursor.fetchone()
-    if not site_ids:
+    if not staged.site_ids or staged.first_hour is None:
         return RunResult(run_key, 0, 0)
-    provinces = dict(Site.objects.filter(pk__in=site_ids).values_list("pk", "province"))
+    first_hour = staged.first_hour
+    provinces = dict(Site.objects.filter(pk__in=staged.site_ids).values_list("pk", "province"))
     for _attempt in range(MAX_ATTEMPTS):
         try:
             with transaction.atomic(), connection.cursor() as cursor:
@@ -721,7 +769,7 @@ def _allocate_staged(*, run_key: str, site_rule: allocation.SiteRule, vintage_mo
                 planning = _read_planning(cursor, locked=locked, provinces=provinces, site_rule=site_rule)
                 if planning is None:
                     raise _Refused
-                plan = allocation.allocate(
+                plan = allocation.allocate_ordered(
                     [
                         allocation.LotInput(
                             id=lot.pk,
@@ -734,10 +782,12 @@ def _allocate_staged(*, run_key: str, site_rule: allocation.SiteRule, vintage_mo
                         )
                         for lot in lots
                     ],
-                    planning.consumption,
+                    planning.hours,
+                    planning.groups,
+                    planning.needs,
                     vintage_months=vintage_months,
                 )
-                rows, energy_wh = _write_plan(cursor, run_key, planning, plan)
+                rows, energy_wh = _write_plan(cursor, run_key, planning, plan, fresh_run_key=fresh_run_key)
                 return RunResult(run_key, rows, energy_wh)
         except _Refused:
             continue
@@ -774,7 +824,9 @@ def allocation_run(
     with transaction.atomic():
         _bulk_settings()
         _stage_slices(consumption)
-        return _allocate_staged(run_key=run_key, site_rule=site_rule, vintage_months=vintage_months)
+        return _allocate_staged(
+            staged=_staged_summary(), run_key=run_key, site_rule=site_rule, vintage_months=vintage_months
+        )
 
 
 def allocation_reverse(*, allocation_row: Allocation, actor: Any = None) -> Allocation:
@@ -944,13 +996,22 @@ def allocation_month_run(
         period.runs += 1
         period.started_at = utcnow()
         _bulk_settings()
-        lease_hours, estimated_hours = _stage_usage(start=start, end=end)
+        staged = _stage_usage(start=start, end=end)
+        lease_hours, estimated_hours = staged.hours, staged.estimated
         if lease_hours:
             _allocate_staged(
+                staged=staged,
                 run_key=f"month:{month:%Y-%m}:{period.runs}",
                 site_rule="same_province",
                 vintage_months=allocation.DEFAULT_VINTAGE_MONTHS,
+                fresh_run_key=True,  # numbered under the month's lock: no committed run holds it
             )
+        if lease_hours >= ANALYZE_AFTER_HOURS:
+            # A month's accounts just arrived at once: the totals, site shares and statements read them next, and
+            # with the statistics of the table before the run the planner would expect a few rows (sorts that
+            # spill to disk instead of a hash aggregate). Autovacuum would analyze only later.
+            with connection.cursor() as cursor:
+                cursor.execute(f"ANALYZE {_ACCOUNTS}")
         totals = ConsumptionAccount.objects.filter(hour_start__gte=start, hour_start__lt=end).aggregate(
             facility=Sum("facility_wh"), green=Sum("allocated_wh")
         )

@@ -120,8 +120,6 @@ def test_two_racing_runs_never_over_or_double_allocate(make_org):
 def test_a_stale_plan_is_refused_by_the_conditional_updates(make_org):
     """A plan made from an outdated snapshot writes nothing: the grouped conditional UPDATEs refuse it (their row
     count falls short) and the savepoint rolls back every statement of the attempt."""
-    from green.allocation import AllocationSlice
-
     org = make_org("provider")
     site = make_site(org)
     lot = make_lot(site)
@@ -133,12 +131,19 @@ def test_a_stale_plan_is_refused_by_the_conditional_updates(make_org):
         # An account already covered: its condition refuses, though the lot could give 10,000 Wh.
         ([services.ConsumptionSlice("other-0", site.pk, HOUR, 50_000)], {"other-0"}, 0, "other-0", 10_000),
     ]
-    for consumption, existing, new_accounts, key, wh in stale_plans:
+    for consumption, existing, new_accounts, _key, wh in stale_plans:
         with transaction.atomic():
             services._stage_slices(consumption)
-            planning = services._Planning(consumption=[], number={key: 0}, existing=existing, new_accounts=new_accounts)
+            planning = services._Planning(
+                ns=[0],
+                hours=[HOUR],
+                groups=[None],
+                needs=[wh],
+                existing={0} if existing else set(),
+                new_accounts=new_accounts,
+            )
             with pytest.raises(services._Refused), transaction.atomic(), connection.cursor() as cursor:
-                services._write_plan(cursor, "r3", planning, [AllocationSlice(lot.pk, key, wh)])
+                services._write_plan(cursor, "r3", planning, [(lot.pk, 0, wh)])
     assert not Allocation.objects.filter(run_key="r3").exists()
     assert not ConsumptionAccount.objects.filter(consumption_key="late-0").exists()
     lot.refresh_from_db()
