@@ -291,7 +291,9 @@ class ObservationInput(serializers.Serializer):
 
 
 class ObservationsInput(serializers.Serializer):
-    observations = ObservationInput(many=True, allow_empty=False, max_length=services.OBSERVATIONS_PER_REQUEST)
+    observations = ObservationInput(  # type: ignore[call-arg]  # ListSerializer takes max_length (DRF 3.14+)
+        many=True, allow_empty=False, max_length=services.OBSERVATIONS_PER_REQUEST
+    )
 
 
 class ObservationResultOutput(serializers.Serializer):

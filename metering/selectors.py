@@ -597,8 +597,8 @@ def usage_evidence(
     if window is not None:
         hours = hours.filter(hour_start__gte=floor_hour(window.start), hour_start__lt=window.end)
         records = records.filter(window_start__gte=window.start, window_start__lt=window.end)
-    totals = {
-        str(row["subject_id"]): row
+    totals: dict[str, dict[str, Any]] = {
+        str(row["subject_id"]): dict(row)
         for row in hours.values("subject_id", "subject_kind").annotate(
             seconds=Sum("accelerator_seconds"),
             tokens=Sum(F("tokens_in") + F("tokens_out")),

@@ -99,7 +99,7 @@ def _chart_data(view: selectors.LeaseUsageView) -> dict[str, Any]:
 @member_required(kinds=MARKET_SIDES)
 def contract_usage(request: HttpRequest, contract_id: UUID) -> HttpResponse:
     """A token contract's tokens per day (or hour) and this month's use against its monthly volume."""
-    by = request.GET.get("by") if request.GET.get("by") in selectors.USAGE_SERIES_SPANS else "day"
+    by = _granularity(request)
     view = selectors.contract_usage(request.organization, contract_id, by=by)  # type: ignore[attr-defined]
     context = {
         "v": view,
@@ -108,6 +108,12 @@ def contract_usage(request: HttpRequest, contract_id: UUID) -> HttpResponse:
         "has_usage": any(b.tokens_in or b.tokens_out for b in view.series),
     }
     return render(request, "metering/contract_usage.html", context)
+
+
+def _granularity(request: HttpRequest) -> str:
+    """``?by=day`` (the default) or ``?by=hour``."""
+    by = request.GET.get("by", "day")
+    return by if by in selectors.USAGE_SERIES_SPANS else "day"
 
 
 def _series_chart(series: list[selectors.UsageBucket], by: str) -> dict[str, Any]:
@@ -173,7 +179,7 @@ def lease_usage(request: HttpRequest, lease_id: UUID) -> HttpResponse:
 def usage_overview(request: HttpRequest) -> HttpResponse:
     """The organisation's leases with a link to each one's usage, and its disputes."""
     organization = request.organization  # type: ignore[attr-defined]
-    by = request.GET.get("by") if request.GET.get("by") in selectors.USAGE_SERIES_SPANS else "day"
+    by = _granularity(request)
     series = selectors.organization_usage_series(organization, by=by)
     context = {
         "by": by,
