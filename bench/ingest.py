@@ -12,7 +12,9 @@ The 2 cores are shared by everything: by default 2 gunicorn workers (each with i
 works while its worker waits) and 2 client processes (bodies built and signed before the clock starts, so during
 the run they only send and read answers). ``SUANLI_BENCH_WORKERS`` / ``SUANLI_BENCH_CLIENTS`` change the split;
 the total stays 200 batches (``QUICK=1``: 20). The load average is printed: other work on the machine moves the
-figure, so compare runs made back to back.
+figure, so compare runs made back to back. So does a line of CPU time per accepted record (from /proc, Linux): the
+gunicorn workers, their PostgreSQL backends, the clients, and everything else busy meanwhile; the first three move
+much less with the machine's load than the wall-clock figure, and say where an ingest change saved time.
 
 First bar (issue 5): 20,000 records/s; goal: half of raw COPY.
 """
@@ -103,6 +105,48 @@ def _records(seed: dict[str, Any], client: int, batch: int) -> list[dict[str, An
     return out
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process from /proc (None where it cannot be read: not Linux, another host)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_seconds() -> float | None:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _worker_pids(master: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _backend_pids(database: str) -> list[int]:
+    """The PostgreSQL backends serving the benchmark database (the workers'), when PostgreSQL runs on this host."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [database])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float | None]:
+    snapshot: dict[str, float | None] = {"machine": _machine_busy_seconds()}
+    for group, members in pids.items():
+        times = [_cpu_seconds(pid) for pid in members]
+        snapshot[group] = None if not members or None in times else sum(t for t in times if t is not None)
+    return snapshot
+
+
 def _client(seed: dict[str, Any], client: int, batches: int, port: int, start_at: float, out: Any) -> None:
     from metering import signing
 
@@ -114,6 +158,7 @@ def _client(seed: dict[str, Any], client: int, batches: int, port: int, start_at
     statuses: dict[int, int] = {}
     while time.time() < start_at:
         time.sleep(0.001)
+    cpu_start = time.process_time()
     for body in bodies:
         headers = {
             "Authorization": f"Api-Key {seed['api_key']}",
@@ -128,7 +173,7 @@ def _client(seed: dict[str, Any], client: int, batches: int, port: int, start_at
         statuses[response.status] = statuses.get(response.status, 0) + 1
         if response.status == 200:
             accepted += json.loads(payload)["accepted"]
-    out.put((accepted, time.time(), statuses))
+    out.put((accepted, time.time(), statuses, time.process_time() - cpu_start))
 
 
 def _warm_up(seed: dict[str, Any], port: int) -> None:
@@ -260,7 +305,12 @@ def run() -> None:
             ]
             for c in clients:
                 c.start()
+            pids = {"workers": _worker_pids(process.pid), "backends": _backend_pids(test_name)}
+            while time.time() < start_at:
+                time.sleep(0.001)
+            cpu_before = _cpu_snapshot(pids)
             results = [queue.get(timeout=900) for _ in clients]
+            cpu_after = _cpu_snapshot(pids)
             for c in clients:
                 c.join()
             accepted = sum(r[0] for r in results)
@@ -282,6 +332,22 @@ def run() -> None:
             f" gunicorn {WORKERS} sync workers; HTTP statuses {statuses}",
             flush=True,
         )
+        # Where the CPU went (µs per accepted record): the app's workers, their PostgreSQL backends, the client
+        # processes, and everything else busy on the machine meanwhile (PostgreSQL's WAL writer and checkpointer,
+        # the OS, other work): a figure that moves less with the machine's load than the wall clock does.
+        spent = {
+            group: (cpu_after[group] or 0.0) - (cpu_before[group] or 0.0)
+            for group in cpu_before
+            if cpu_before[group] is not None and cpu_after[group] is not None
+        }
+        spent["clients"] = sum(r[3] for r in results)
+        if accepted and "machine" in spent:
+            spent["other"] = spent.pop("machine") - sum(spent.values())
+            print(
+                "# ingest: CPU µs per record: "
+                + ", ".join(f"{group} {1e6 * seconds / accepted:.0f}" for group, seconds in spent.items()),
+                flush=True,
+            )
         report("ingest", "records_per_s", http_rate, FIRST_BAR)
         print(f"BENCH ingest copy_records_per_s={copy_rate:.4g}", flush=True)
         print(f"BENCH ingest ratio_to_copy={http_rate / copy_rate:.3f}", flush=True)

@@ -73,7 +73,9 @@ class SignedBatch(models.Model):
 class UsageRecord(models.Model):
     """One accepted usage record. The table is partitioned by month of window_start (migration 0002), so
     Django does not manage it; ingest writes it in bulk with SQL (metering/services.py). Record ids are unique per
-    provider through UsageRecordKey (a partitioned table cannot hold that constraint without the partition key)."""
+    provider through UsageRecordKey (a partitioned table cannot hold that constraint without the partition key):
+    ingest stores a record only in the statement where its id claimed that key. The table itself has no primary key
+    (migration 0008: a second unique index guarded nothing more); ``pk`` names a row for the ORM only."""
 
     pk = models.CompositePrimaryKey("provider_id", "record_id", "window_start")
     provider = models.ForeignKey(
