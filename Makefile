@@ -23,7 +23,13 @@ node_modules/.installed: package.json package-lock.json
 messages: $(BIN)/.installed
 	$(BIN)/pybabel compile --statistics -d locale -D django
 
-setup: $(BIN)/.installed node_modules/.installed messages
+# The matching engine compiled with mypyc into the venv (devtools/build_native.py), rebuilt when its source changes.
+# Without a C compiler, or if the build fails, it says so in one line and the pure-Python engine runs.
+$(VENV)/suanli-native/.attempted: marketplace/matching.py devtools/build_native.py $(BIN)/.installed
+	$(BIN)/python -m devtools.build_native || echo "matching engine: the build step failed; the pure-Python engine will run"
+	@mkdir -p $(@D) && touch $@
+
+setup: $(BIN)/.installed $(VENV)/suanli-native/.attempted node_modules/.installed messages
 
 run: setup
 	$(BIN)/python -m devtools.run

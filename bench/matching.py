@@ -13,7 +13,7 @@ import random
 import time
 
 from bench import QUICK, report
-from marketplace.matching import MICRO, Bid, Constraints, Offer, OrderBook, PoolAttributes, PriceUnit
+from marketplace.matching import IMPLEMENTATION, MICRO, Bid, Constraints, Offer, OrderBook, PoolAttributes, PriceUnit
 
 # (model, vendor, domestic, SCU per accelerator-hour, BWU per accelerator-hour, typical ¥/accelerator-hour)
 MODELS = [
@@ -134,7 +134,7 @@ def run() -> None:
     p99 = latencies[int(len(latencies) * 0.99)] / 1e6
     print(
         f"# matching: {resting} resting, {stream} incoming, {trades} trades, "
-        f"{len(book.offers)} offers and {len(book.bids)} bids resting after",
+        f"{len(book.offers)} offers and {len(book.bids)} bids resting after; engine {IMPLEMENTATION}",
         flush=True,
     )
     # The machine is shared: wall-clock figures below drop with other processes' load; CPU time much less so.

@@ -57,9 +57,8 @@ def test_sorted_blocks_keep_price_then_arrival_order(operations, rng: random.Ran
             assert book.best > 1 << 200
 
 
-def test_sorted_blocks_split_and_shrink(monkeypatch):
-    monkeypatch.setattr(matching, "_BLOCK_MAX", 8)
-    book, model = matching._Sorted(), []
+def test_sorted_blocks_split_and_shrink():
+    book, model = matching._Sorted(block_max=8), []
     rng = random.Random(7)
     for seq in range(1, 400):
         price = rng.choice([5, 5, 5, 9, rng.randint(0, 100), HUGE + rng.randint(0, 2)])
