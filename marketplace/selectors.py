@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
+from django.db import connection
 from django.db.models import (
     Count,
     DateTimeField,
@@ -755,3 +756,42 @@ def hubs_for_subjects(*, public_ids: Iterable[UUID | str]) -> dict[str, SubjectH
         ):
             out[str(public_id)] = SubjectHub(code, name_zh, name_en) if code else None
     return out
+
+
+def metering_subject_facts(
+    *, provider_id: int, public_ids: list[str]
+) -> list[tuple[str, str, int, int, datetime, datetime]]:
+    """(kind, public id, provider id, accelerators, start, end) of the provider's usable (not cancelled) leases and
+    token contracts among these ids (valid UUID strings), for the metering ingest. A batch names up to thousands
+    of them, so: one round trip with the ids as one array parameter, plain tuples, and the bounds as epoch
+    microseconds (Django's time-zone-aware timestamp loader costs ~5 µs a value; this is exact and ~20x cheaper)."""
+    from marketplace.models import TokenContract
+
+    if not public_ids:
+        return []
+    bounds = '(extract(epoch FROM start) * 1000000)::bigint, (extract(epoch FROM "end") * 1000000)::bigint'
+    sql = f"""
+        SELECT 'lease', public_id::text, provider_id, accelerators, {bounds} FROM {Lease._meta.db_table}
+        WHERE provider_id = %s AND public_id = ANY(%s::uuid[]) AND status <> %s
+        UNION ALL
+        SELECT 'contract', public_id::text, provider_id, 0, {bounds} FROM {TokenContract._meta.db_table}
+        WHERE provider_id = %s AND public_id = ANY(%s::uuid[]) AND status <> %s
+    """  # noqa: S608 - table names from the models, values as parameters
+    cancelled = LeaseStatus.CANCELLED.value
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [provider_id, public_ids, cancelled, provider_id, public_ids, cancelled])
+        rows = cursor.fetchall()
+    return [
+        (
+            kind,
+            public_id,
+            provider,
+            accelerators,
+            _EPOCH + timedelta(microseconds=start),
+            _EPOCH + timedelta(microseconds=end),
+        )
+        for kind, public_id, provider, accelerators, start, end in rows
+    ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

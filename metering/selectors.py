@@ -92,33 +92,13 @@ def signing_key_for_request(
 def subject_facts(organization: Organization, public_ids: set[str]) -> dict[str, LeaseFacts]:
     """The provider's leases and token contracts named in a batch, as facts for validation (cancelled ones are
     not usable). A token contract holds no accelerators (0): its records carry tokens_in, tokens_out, requests."""
-    wanted = {str(u) for u in (_as_uuid(p) for p in public_ids) if u is not None}
-    if not wanted:
-        return {}
-    # Five columns, not model instances: a batch names up to thousands of leases.
-    leases = market_selectors.lease_facts_for_provider(organization, wanted).values_list(
-        "public_id", "provider_id", "accelerators", "start", "end"
-    )
-    facts = {
-        str(public_id): LeaseFacts(
-            public_id=str(public_id),
-            provider_id=provider_id,
-            accelerators=accelerators,
-            start=start,
-            end=end,
-            kind="lease",
+    wanted = [str(u) for u in (_as_uuid(p) for p in public_ids) if u is not None]
+    return {
+        public_id: LeaseFacts(public_id, provider_id, accelerators, start, end, kind)
+        for kind, public_id, provider_id, accelerators, start, end in market_selectors.metering_subject_facts(
+            provider_id=organization.pk, public_ids=wanted
         )
-        for public_id, provider_id, accelerators, start, end in leases
     }
-    rest = wanted - set(facts)
-    contracts = market_token_selectors.token_contract_facts_for_provider(organization, rest).values_list(
-        "public_id", "provider_id", "start", "end"
-    )
-    for public_id, provider_id, start, end in contracts if rest else ():
-        facts[str(public_id)] = LeaseFacts(
-            public_id=str(public_id), provider_id=provider_id, accelerators=0, start=start, end=end, kind="contract"
-        )
-    return facts
 
 
 def _as_uuid(value: str) -> UUID | None:
