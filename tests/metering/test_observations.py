@@ -212,6 +212,7 @@ def test_pages_show_the_observed_gap_and_the_automatic_dispute(lease, client_for
         client = client_for(user)
         usage = client.get(f"/usage/leases/{lease.public_id}/").content.decode()
         assert 'data-flag="observed-less"' in usage
+        assert 'data-testid="observations-summary"' in usage
         detail = client.get(f"/usage/disputes/{dispute.public_id}/").content.decode()
         assert 'data-testid="dispute-automatic"' in detail
         assert 'data-testid="observation-hours"' in detail
