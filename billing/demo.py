@@ -26,7 +26,7 @@ from billing.models import Invoice
 from core.timeutils import Window, utcnow
 from marketplace import demo as market_demo
 from marketplace.models import Lease, Pool
-from metering.models import UsageHour
+from metering import demo as metering_demo
 
 logger = logging.getLogger(__name__)
 
@@ -45,27 +45,12 @@ def _buyer(domain: str) -> Organization | None:
     return Organization.objects.filter(memberships__user__email__endswith=f"@{domain}").distinct().first()
 
 
-def _usage(lease: Lease, missing_hours: int, tdp_w: int) -> None:
+def _usage(lease: Lease, missing_hours: int, now: datetime) -> None:
+    """Signed usage through the real ingest (the issuers' evidence pages link its batches), with an outage of
+    ``missing_hours`` from a third of the lease on (an SLA credit)."""
     hours = int((lease.end - lease.start).total_seconds() // 3600)
-    UsageHour.objects.bulk_create(
-        UsageHour(
-            provider_id=lease.provider_id,
-            subject_kind="lease",
-            subject_id=lease.public_id,
-            hour_start=lease.start + timedelta(hours=h),
-            record_count=1,
-            accelerator_seconds=lease.accelerators * 3600,
-            energy_wh=lease.accelerators * tdp_w * 88 // 100,
-            records_without_energy=0,
-            accelerator_seconds_without_energy=0,
-            utilization_bp=8800,
-            tokens_in=0,
-            tokens_out=0,
-            requests=0,
-        )
-        for h in range(hours)
-        if not (missing_hours and hours // 3 <= h < hours // 3 + missing_hours)  # an outage: an SLA credit
-    )
+    outage = range(hours // 3, hours // 3 + missing_hours)
+    metering_demo.signed_usage(lease, now=now, skip_hours=outage)
 
 
 def _pay(invoice: Invoice) -> bool:
@@ -110,7 +95,7 @@ def seed() -> None:
                     price=Decimal(price),
                     now=now,
                 )
-                _usage(lease, missing if month == 10 else 0, pool.accelerator_model.tdp_w or 400)
+                _usage(lease, missing if month == 10 else 0, now)
     for index, (year, month) in enumerate(MONTHS):
         window = Window.month(year, month)
         drafts = services.invoice_run(window=window, buyer_ids=[b.pk for b in buyers.values() if b], at=now)

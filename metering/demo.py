@@ -124,6 +124,27 @@ def _records(lease: Lease, index: int, day_start: datetime, day_end: datetime) -
     return out
 
 
+def signed_usage(lease: Lease, *, now: datetime, skip_hours: range = range(0)) -> None:
+    """A lease's usage as its provider's agent would have sent it: one signed batch per lease-day, each received
+    shortly after its day (so inside its billing period), the hours ``skip_hours`` after the start left out (an
+    outage), then rolled up. For demos of earlier months (billing's); idempotent like ``seed``."""
+    services.usage_partitions_ensure(months_ahead=2, now=lease.start)
+    _ensure_key(lease.provider)
+    day, end = lease.start, min(lease.end, floor_hour(now))
+    while day < end:
+        day_end = min(day + timedelta(days=1), end)
+        records = [
+            r
+            for r in _records(lease, -1, day, day_end)
+            if (datetime.fromisoformat(str(r["window_start"])) - lease.start) // HOUR not in skip_hours
+        ]
+        if records:
+            _send(lease.provider, records, now=min(day_end + timedelta(minutes=10), now))
+        day = day_end
+    while services.usage_rollup_dirty(now=now):
+        pass
+
+
 def _send(provider: Organization, records: list[dict[str, object]], now: datetime) -> None:
     body = json.dumps({"records": records}, separators=(",", ":")).encode()
     headers = signing.signed_headers(_private_key(), int(time.time()), "POST", PATH, body)
